@@ -1,0 +1,2 @@
+//! Tidepool master (placeholder root; modules are being filled in).
+pub mod settings;

@@ -1,0 +1,91 @@
+//! Client <-> segment owner data-plane messages.
+//!
+//! Addresses are absolute addresses in the owner's address space; the owner checks every range
+//! against its registered regions before touching memory (W14). A write is answered only after
+//! its bytes are in place (W12). Payload bytes follow the frame's message raw, in item order.
+
+use serde::{Deserialize, Serialize};
+use tidepool_common::{ErrorCode, ObjectId};
+
+/// Records that a replica is complete in the owner's directory (contract §8), so a restarted
+/// master can rebuild its index from the owners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    /// Object key.
+    pub key: String,
+    /// Version written.
+    pub object_id: ObjectId,
+    /// First byte of the replica.
+    pub addr: u64,
+    /// Replica length.
+    pub len: u64,
+    /// Pin flags (bit 0 soft pin, bit 1 hard pin).
+    pub flags: u8,
+}
+
+/// One range of a batched transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    /// Absolute address in the owner.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// A request to a segment owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataRequest {
+    /// Write the payload into `ranges` (payload length = sum of lengths), then record `seals`.
+    Write {
+        /// Master epoch of the allocation; owners refuse epochs older than they have seen.
+        epoch: u64,
+        /// Destination ranges, in payload order.
+        ranges: Vec<Range>,
+        /// Directory entries to record once all bytes are in place.
+        seals: Vec<Seal>,
+    },
+    /// Read `ranges`; the response payload is their concatenation. When `expect` is set for a
+    /// range, the owner refuses it unless its directory holds that object at that address.
+    Read {
+        /// Source ranges.
+        ranges: Vec<Range>,
+        /// Expected object per range (same length as `ranges`, or empty).
+        expect: Vec<Option<ObjectId>>,
+    },
+    /// Record directory entries for bytes written through shared memory.
+    Seal {
+        /// Master epoch.
+        epoch: u64,
+        /// Entries.
+        seals: Vec<Seal>,
+    },
+    /// Liveness probe.
+    Ping,
+    /// Ask for the segment's memory file descriptor (Unix socket only); the answer carries it
+    /// as `SCM_RIGHTS` ancillary data.
+    ShmAttach {
+        /// Base address of the segment wanted.
+        base_addr: u64,
+    },
+}
+
+/// A response from a segment owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataResponse {
+    /// Done (writes: bytes in place and sealed).
+    Ok,
+    /// Read data follows as payload.
+    Data,
+    /// A memory fd is attached; map `size` bytes of it.
+    Attached {
+        /// Segment size.
+        size: u64,
+    },
+    /// Refused.
+    Error {
+        /// Code (-600 out of range, -701 object mismatch, ...).
+        code: ErrorCode,
+        /// Why.
+        message: String,
+    },
+}

@@ -1,0 +1,27 @@
+//! Tidepool's wire formats. No I/O policy lives here: only what the bytes mean.
+//!
+//! # Layout
+//! - [`frame`]: the one framing used on every Tidepool TCP and Unix socket: a fixed 32-byte
+//!   header (magic, version, kind, request id, metadata length, payload length), a postcard
+//!   encoded message, then raw payload bytes that the receiver may read straight into place.
+//! - [`master`]: client <-> master RPC messages.
+//! - [`data`]: client <-> segment owner data-plane messages.
+//! - [`types`]: descriptors shared by both (replicas, segments, replicate config).
+//!
+//! # Versioning (W19)
+//! Every frame carries [`PROTOCOL_VERSION`]. A peer accepts frames whose version lies in
+//! [`MIN_COMPATIBLE_VERSION`, `PROTOCOL_VERSION`]; the master's `Hello` answer names both sides'
+//! ranges, so a mismatch is reported once at setup as -300 instead of failing every call.
+
+pub mod data;
+pub mod frame;
+pub mod master;
+pub mod types;
+
+pub use frame::{FrameError, FrameHeader, FrameKind};
+pub use types::*;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The oldest peer version this build still understands.
+pub const MIN_COMPATIBLE_VERSION: u16 = 1;

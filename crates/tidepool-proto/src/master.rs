@@ -1,0 +1,202 @@
+//! Client <-> master RPC messages. One request frame, one response frame with the same id;
+//! a connection carries many requests at once (responses may come back out of order).
+//!
+//! Batch forms are the only forms: a single-key call is a batch of one, so the master has one
+//! code path per operation and every batch costs one round trip.
+
+use crate::types::{ObjectView, ReplicateConfig, SegmentSpec, SegmentView};
+use serde::{Deserialize, Serialize};
+use tidepool_common::{ClientId, ErrorCode, ObjectId, SegmentId};
+
+/// A request from a client to the master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MasterRequest {
+    /// First message on a connection: version check and registration. With `resume` the
+    /// client asks to keep its previous id (a reconnect); the master answers with a new id if it
+    /// does not know it.
+    Hello {
+        /// Oldest protocol version the client speaks.
+        version_min: u16,
+        /// Newest protocol version the client speaks.
+        version_max: u16,
+        /// Human name (the segment name, or a generated one for pure clients).
+        name: String,
+        /// Host id of the client (kernel boot id).
+        host_id: String,
+        /// Host name or address part of the client's segment name.
+        host: String,
+        /// Previous id when reconnecting.
+        resume: Option<ClientId>,
+    },
+    /// Liveness; every client sends it at least every `client_ttl / 5`.
+    Heartbeat,
+    /// Contribute a segment.
+    MountSegment(SegmentSpec),
+    /// Withdraw a segment synchronously: its objects are gone when this returns (W18).
+    UnmountSegment(SegmentId),
+    /// Reserve space for new objects (contract §3.2 steps 2-3).
+    PutStart {
+        /// Keys and sizes.
+        items: Vec<(String, u64)>,
+        /// One config for the whole batch.
+        config: ReplicateConfig,
+    },
+    /// Commit written objects (step 5). Replicas on `failed` segments are dropped first.
+    PutEnd(Vec<PutEndItem>),
+    /// Abandon objects this client started (step 6).
+    PutRevoke(Vec<(String, ObjectId)>),
+    /// Look objects up for reading; grants leases.
+    GetReplicas(Vec<String>),
+    /// Existence; a 1 grants a lease.
+    Exist(Vec<String>),
+    /// Remove objects.
+    Remove {
+        /// Keys.
+        keys: Vec<String>,
+        /// Ignore read leases.
+        force: bool,
+    },
+    /// Remove every object of the cluster.
+    RemoveAll {
+        /// Ignore read leases.
+        force: bool,
+    },
+    /// Remove objects whose key matches (search semantics, anywhere in the key).
+    RemoveByRegex {
+        /// The pattern.
+        pattern: String,
+        /// Ignore read leases.
+        force: bool,
+    },
+    /// Look segments up by id (clients cache the answers).
+    DescribeSegments(Vec<SegmentId>),
+    /// Every mounted segment.
+    ListSegments,
+    /// Every replica of a key, with no lease side effect (admin).
+    QueryKey(String),
+    /// Counters and gauges (admin).
+    Stats,
+    /// Clean close: unmount this client's segments and revoke its in-flight puts.
+    Goodbye,
+}
+
+/// Commit request for one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutEndItem {
+    /// Key.
+    pub key: String,
+    /// The version being committed (must be the one this client started).
+    pub object_id: ObjectId,
+    /// Segments whose replica write failed; they are dropped before commit.
+    pub failed: Vec<SegmentId>,
+}
+
+/// The master's answer to one key of a `PutStart`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PutStartResult {
+    /// The key is already readable: the put is done, nothing to write (write-once).
+    Exists,
+    /// Another writer's put of this key is in flight; ask again shortly (W11).
+    InFlight,
+    /// Space reserved: write the bytes to every replica, then `PutEnd`.
+    Allocated {
+        /// Identity of the new version.
+        object_id: ObjectId,
+        /// Master epoch to send with every write (owners fence older epochs).
+        epoch: u64,
+        /// Ranges to write, on distinct segments.
+        replicas: Vec<crate::types::MemoryReplica>,
+    },
+    /// Refused with a code (-200 no space, -600 bad arguments, ...).
+    Failed(ErrorCode),
+}
+
+/// A response from the master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MasterResponse {
+    /// Answer to `Hello`.
+    Hello {
+        /// Version the master will speak on this connection.
+        version: u16,
+        /// Master's supported range, for the log on mismatch.
+        master_version_min: u16,
+        /// Master's supported range, for the log on mismatch.
+        master_version_max: u16,
+        /// Id of this client.
+        client_id: ClientId,
+        /// Master epoch (changes on every master start).
+        epoch: u64,
+        /// Heartbeat period the client must keep.
+        heartbeat_interval_ms: u64,
+        /// Read lease TTL.
+        lease_ttl_ms: u64,
+    },
+    /// Answer to `Heartbeat`: `known == false` means the master lost this client (restart or
+    /// declared dead) and it must register and mount again.
+    Heartbeat {
+        /// Whether the master still knows the client.
+        known: bool,
+    },
+    /// Segment mounted.
+    Mounted(SegmentId),
+    /// Generic success.
+    Done,
+    /// Answer to `PutStart`, one per item.
+    PutStart(Vec<PutStartResult>),
+    /// One status per key (`PutEnd`, `PutRevoke`, `Remove`) or exist value (`Exist`).
+    Codes(Vec<i32>),
+    /// Answer to `GetReplicas`, one per key.
+    Replicas(Vec<Result<ObjectView, ErrorCode>>),
+    /// A count (`RemoveAll`, `RemoveByRegex`).
+    Count(u64),
+    /// Segment descriptions.
+    Segments(Vec<SegmentView>),
+    /// Answer to `QueryKey`.
+    Query(Result<ObjectView, ErrorCode>),
+    /// Answer to `Stats`.
+    Stats(MasterStats),
+    /// The whole request failed.
+    Error {
+        /// The code.
+        code: ErrorCode,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Gauges and counters the master reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterStats {
+    /// Readable or in-flight objects.
+    pub key_count: u64,
+    /// Soft-pinned objects.
+    pub soft_pin_key_count: u64,
+    /// Bytes allocated over all segments.
+    pub allocated_bytes: u64,
+    /// Capacity over all segments.
+    pub capacity_bytes: u64,
+    /// Live clients.
+    pub active_clients: u64,
+    /// Mounted segments.
+    pub segments: u64,
+    /// Objects evicted since start.
+    pub evicted_keys: u64,
+    /// Bytes evicted since start.
+    pub evicted_bytes: u64,
+    /// Eviction passes attempted.
+    pub eviction_attempts: u64,
+    /// Eviction passes that freed something.
+    pub eviction_successes: u64,
+    /// Puts that got fewer replicas than asked.
+    pub partial_allocations: u64,
+    /// Puts refused for lack of space.
+    pub alloc_failures: u64,
+    /// In-flight puts revoked because their writer died or closed.
+    pub revoked_by_liveness: u64,
+    /// Clients declared dead.
+    pub dead_clients: u64,
+    /// Lookups that found a readable object.
+    pub get_hits: u64,
+    /// Lookups in total.
+    pub get_total: u64,
+}
