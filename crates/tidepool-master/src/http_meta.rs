@@ -1,0 +1,1 @@
+//! HTTP metadata service (being written).

@@ -1,0 +1,1 @@
+//! Master state (being written).
