@@ -20,7 +20,9 @@ pub struct SystemClock {
 impl SystemClock {
     /// A clock whose origin is now.
     pub fn new() -> Self {
-        Self { origin: Instant::now() }
+        Self {
+            origin: Instant::now(),
+        }
     }
 
     /// A shared handle, as components take it.
@@ -51,7 +53,9 @@ pub struct MockClock {
 impl MockClock {
     /// A mock clock at `start_ms`.
     pub fn new(start_ms: u64) -> Arc<Self> {
-        Arc::new(Self { now: AtomicU64::new(start_ms) })
+        Arc::new(Self {
+            now: AtomicU64::new(start_ms),
+        })
     }
 
     /// Moves the clock forward.

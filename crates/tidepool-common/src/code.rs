@@ -181,13 +181,21 @@ mod tests {
             (ErrorCode::InvalidParams, -600, "INVALID_PARAMS"),
             (ErrorCode::ReplicaIsNotReady, -703, "REPLICA_IS_NOT_READY"),
             (ErrorCode::ObjectNotFound, -704, "OBJECT_NOT_FOUND"),
-            (ErrorCode::ObjectAlreadyExists, -705, "OBJECT_ALREADY_EXISTS"),
+            (
+                ErrorCode::ObjectAlreadyExists,
+                -705,
+                "OBJECT_ALREADY_EXISTS",
+            ),
             (ErrorCode::ObjectHasLease, -706, "OBJECT_HAS_LEASE"),
             (ErrorCode::LeaseExpired, -707, "LEASE_EXPIRED"),
             (ErrorCode::TransferFail, -800, "TRANSFER_FAIL"),
             (ErrorCode::RpcFail, -900, "RPC_FAIL"),
             (ErrorCode::RpcTimeout, -901, "RPC_TIMEOUT"),
-            (ErrorCode::UnavailableInCurrentMode, -1011, "UNAVAILABLE_IN_CURRENT_MODE"),
+            (
+                ErrorCode::UnavailableInCurrentMode,
+                -1011,
+                "UNAVAILABLE_IN_CURRENT_MODE",
+            ),
             (ErrorCode::TenantNotEmpty, -1702, "TENANT_NOT_EMPTY"),
         ];
         for (code, val, name) in table {

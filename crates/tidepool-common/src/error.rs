@@ -17,7 +17,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Creates an error with `code` and a message (lowercase, variables at the end as `key=value`).
     pub fn new(code: ErrorCode, msg: impl Into<String>) -> Self {
-        Self { code, msg: msg.into() }
+        Self {
+            code,
+            msg: msg.into(),
+        }
     }
 
     /// The compatibility code.
@@ -48,7 +51,13 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.code.name(), self.code.as_i32(), self.msg)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.name(),
+            self.code.as_i32(),
+            self.msg
+        )
     }
 }
 
@@ -56,6 +65,9 @@ impl std::error::Error for Error {}
 
 impl From<ErrorCode> for Error {
     fn from(code: ErrorCode) -> Self {
-        Self { code, msg: code.name().to_ascii_lowercase().replace('_', " ") }
+        Self {
+            code,
+            msg: code.name().to_ascii_lowercase().replace('_', " "),
+        }
     }
 }

@@ -55,14 +55,20 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, Error> {
         "s" => 1000.0,
         "m" | "min" => 60_000.0,
         "h" => 3_600_000.0,
-        _ => return Err(Error::invalid(format!("unknown duration unit: value={s:?}"))),
+        _ => {
+            return Err(Error::invalid(format!(
+                "unknown duration unit: value={s:?}"
+            )));
+        }
     };
     let f: f64 = num
         .parse()
         .map_err(|_| Error::invalid(format!("bad duration: value={s:?}")))?;
     let v = f * mult;
     if !v.is_finite() || v < 0.0 {
-        return Err(Error::invalid(format!("duration out of range: value={s:?}")));
+        return Err(Error::invalid(format!(
+            "duration out of range: value={s:?}"
+        )));
     }
     Ok(v as u64)
 }

@@ -22,9 +22,9 @@ impl AllocationStrategy {
             "random" => Ok(Self::Random),
             "free_ratio_first" => Ok(Self::FreeRatioFirst),
             "local_first" => Ok(Self::LocalFirst),
-            "cxl" | "ssd_free_ratio_first" => {
-                Err(format!("allocation strategy not supported yet: strategy={s}"))
-            }
+            "cxl" | "ssd_free_ratio_first" => Err(format!(
+                "allocation strategy not supported yet: strategy={s}"
+            )),
             _ => Err(format!("unknown allocation strategy: strategy={s}")),
         }
     }
@@ -81,7 +81,10 @@ impl MasterSettings {
     /// Checks ranges; the binary exits 1 with this message on failure.
     pub fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.eviction_ratio) {
-            return Err(format!("eviction_ratio must be in [0, 1]: value={}", self.eviction_ratio));
+            return Err(format!(
+                "eviction_ratio must be in [0, 1]: value={}",
+                self.eviction_ratio
+            ));
         }
         if !(0.0..=1.0).contains(&self.eviction_high_watermark_ratio) {
             return Err(format!(
@@ -99,7 +102,10 @@ impl MasterSettings {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !ok {
-            return Err(format!("cluster_id must match [A-Za-z0-9_.-]{{1,128}}: value={}", self.cluster_id));
+            return Err(format!(
+                "cluster_id must match [A-Za-z0-9_.-]{{1,128}}: value={}",
+                self.cluster_id
+            ));
         }
         Ok(())
     }

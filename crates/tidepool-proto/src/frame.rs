@@ -153,13 +153,26 @@ impl FrameHeader {
         };
         let meta_len = le32(16..20);
         if meta_len > MAX_META_LEN {
-            return Err(FrameError::TooLarge { what: "meta", len: meta_len as u64 });
+            return Err(FrameError::TooLarge {
+                what: "meta",
+                len: meta_len as u64,
+            });
         }
         let payload_len = le64(24..32);
         if payload_len > MAX_PAYLOAD_LEN {
-            return Err(FrameError::TooLarge { what: "payload", len: payload_len });
+            return Err(FrameError::TooLarge {
+                what: "payload",
+                len: payload_len,
+            });
         }
-        Ok(Self { version, kind, flags: b[7], request_id: le64(8..16), meta_len, payload_len })
+        Ok(Self {
+            version,
+            kind,
+            flags: b[7],
+            request_id: le64(8..16),
+            meta_len,
+            payload_len,
+        })
     }
 }
 
@@ -178,7 +191,10 @@ pub fn encode_frame<M: Serialize>(
     let mut buf = postcard::to_extend(msg, buf).map_err(FrameError::Decode)?;
     let meta_len = buf.len() - out_len_before;
     if meta_len as u64 > MAX_META_LEN as u64 {
-        return Err(FrameError::TooLarge { what: "meta", len: meta_len as u64 });
+        return Err(FrameError::TooLarge {
+            what: "meta",
+            len: meta_len as u64,
+        });
     }
     let hdr = FrameHeader {
         version: crate::PROTOCOL_VERSION,
@@ -267,40 +283,73 @@ mod tests {
 
         let mut bad = b;
         bad[0] = b'X';
-        assert!(matches!(FrameHeader::decode(&bad), Err(FrameError::BadMagic(_))));
+        assert!(matches!(
+            FrameHeader::decode(&bad),
+            Err(FrameError::BadMagic(_))
+        ));
         let mut bad = b;
         bad[4] = 99;
-        assert!(matches!(FrameHeader::decode(&bad), Err(FrameError::BadVersion(99))));
+        assert!(matches!(
+            FrameHeader::decode(&bad),
+            Err(FrameError::BadVersion(99))
+        ));
         let mut bad = b;
         bad[6] = 7;
-        assert!(matches!(FrameHeader::decode(&bad), Err(FrameError::BadKind(7))));
+        assert!(matches!(
+            FrameHeader::decode(&bad),
+            Err(FrameError::BadKind(7))
+        ));
         let mut bad = b;
         bad[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(FrameHeader::decode(&bad), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            FrameHeader::decode(&bad),
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut bad = b;
         bad[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(FrameHeader::decode(&bad), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            FrameHeader::decode(&bad),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[tokio::test]
     async fn frame_round_trip_and_garbage_message() {
         let mut wire = Vec::new();
-        write_frame(&mut wire, &mut Vec::new(), FrameKind::Request, 7, &("hi", 5u32), b"abc")
+        write_frame(
+            &mut wire,
+            &mut Vec::new(),
+            FrameKind::Request,
+            7,
+            &("hi", 5u32),
+            b"abc",
+        )
+        .await
+        .unwrap();
+        let mut r = &wire[..];
+        let (h, m) = read_frame::<_, (String, u32)>(&mut r, &mut Vec::new())
             .await
             .unwrap();
-        let mut r = &wire[..];
-        let (h, m) = read_frame::<_, (String, u32)>(&mut r, &mut Vec::new()).await.unwrap();
         assert_eq!(h.request_id, 7);
         assert_eq!(m.unwrap(), ("hi".to_string(), 5));
         assert_eq!(r, b"abc");
 
         // A well-framed but undecodable message is a per-request error, not a fatal one.
         let mut wire = Vec::new();
-        write_frame(&mut wire, &mut Vec::new(), FrameKind::Request, 8, &[0xffu8; 3], b"")
+        write_frame(
+            &mut wire,
+            &mut Vec::new(),
+            FrameKind::Request,
+            8,
+            &[0xffu8; 3],
+            b"",
+        )
+        .await
+        .unwrap();
+        let mut r = &wire[..];
+        let (_, m) = read_frame::<_, (String, u32)>(&mut r, &mut Vec::new())
             .await
             .unwrap();
-        let mut r = &wire[..];
-        let (_, m) = read_frame::<_, (String, u32)>(&mut r, &mut Vec::new()).await.unwrap();
         let err = m.unwrap_err();
         assert!(!err.is_fatal());
     }
