@@ -1,1 +1,240 @@
-//! RPC server (being written).
+//! The master's RPC server: accepts client connections, checks the protocol version once per
+//! connection, and feeds each request into the shared [`MasterState`].
+//!
+//! The state is synchronous and every operation is short (no I/O under the lock), so a plain
+//! `parking_lot::Mutex` is used rather than an async lock: holding it never spans an `.await`.
+//! Requests on one connection are answered in order; clients open several connections for
+//! parallelism.
+
+use crate::state::MasterState;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
+use tidepool_common::{ClientId, ErrorCode};
+use tidepool_proto::frame::{self, FrameError, FrameKind};
+use tidepool_proto::master::{MasterRequest, MasterResponse};
+use tidepool_proto::{MIN_COMPATIBLE_VERSION, PROTOCOL_VERSION};
+use tokio::io::BufReader;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// How often the background worker runs leases, liveness and eviction.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Shared handle to the master's state.
+pub type SharedState = Arc<Mutex<MasterState>>;
+
+/// Serves clients on `listener` until `shutdown` turns true. Also runs the tick worker.
+pub async fn run(listener: TcpListener, state: SharedState, mut shutdown: watch::Receiver<bool>) {
+    let ticker = tokio::spawn(tick_worker(state.clone(), shutdown.clone()));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    debug!(%peer, "rpc connection");
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve_connection(stream, state.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    warn!(error = %e, "rpc accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    ticker.abort();
+    info!("rpc server stopped");
+}
+
+/// Runs `MasterState::tick` periodically: dead-client reaping, put release timeout, proactive
+/// eviction. At 20 ms the "eviction within 100 ms of crossing the watermark" rule holds.
+async fn tick_worker(state: SharedState, mut shutdown: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(TICK_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => state.lock().tick(),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Serves one connection: a `Hello` first, then any requests.
+async fn serve_connection(
+    stream: TcpStream,
+    state: SharedState,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let peer = stream.peer_addr().ok();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(64 << 10, rd);
+    let mut rbuf = Vec::new();
+    let mut wbuf = Vec::new();
+    let mut client: Option<ClientId> = None;
+    loop {
+        let read = tokio::select! {
+            r = frame::read_frame::<_, MasterRequest>(&mut rd, &mut rbuf) => r,
+            _ = shutdown.changed() => return,
+        };
+        let (hdr, msg) = match read {
+            Ok(x) => x,
+            Err(FrameError::Closed) => return,
+            Err(FrameError::BadVersion(v)) => {
+                // W19: tell the peer once, clearly, instead of failing every call.
+                let resp = MasterResponse::Error {
+                    code: ErrorCode::InvalidVersion,
+                    message: format!(
+                        "incompatible protocol version: client={v} master={MIN_COMPATIBLE_VERSION}..={PROTOCOL_VERSION}"
+                    ),
+                };
+                warn!(
+                    ?peer,
+                    client_version = v,
+                    "rejecting client with incompatible protocol"
+                );
+                let _ = frame::write_frame(&mut wr, &mut wbuf, FrameKind::Response, 0, &resp, &[])
+                    .await;
+                return;
+            }
+            Err(e) => {
+                warn!(?peer, error = %e, "closing rpc connection after malformed frame");
+                return;
+            }
+        };
+        if hdr.payload_len > 0 && frame::discard(&mut rd, hdr.payload_len).await.is_err() {
+            return;
+        }
+        let resp = match msg {
+            Err(e) => MasterResponse::Error {
+                code: ErrorCode::InvalidParams,
+                message: format!("malformed request: {e}"),
+            },
+            Ok(req) => handle(&state, &mut client, req),
+        };
+        if frame::write_frame(
+            &mut wr,
+            &mut wbuf,
+            FrameKind::Response,
+            hdr.request_id,
+            &resp,
+            &[],
+        )
+        .await
+        .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Turns one request into one response.
+fn handle(
+    state: &SharedState,
+    client: &mut Option<ClientId>,
+    req: MasterRequest,
+) -> MasterResponse {
+    if let MasterRequest::Hello {
+        version_min,
+        version_max,
+        name,
+        host_id,
+        host,
+        resume,
+    } = req
+    {
+        if version_max < MIN_COMPATIBLE_VERSION || version_min > PROTOCOL_VERSION {
+            return MasterResponse::Error {
+                code: ErrorCode::InvalidVersion,
+                message: format!(
+                    "incompatible protocol version: client={version_min}..={version_max} master={MIN_COMPATIBLE_VERSION}..={PROTOCOL_VERSION}"
+                ),
+            };
+        }
+        let mut st = state.lock();
+        let id = st.register_client(&name, &host, &host_id, resume);
+        *client = Some(id);
+        let s = st.settings();
+        return MasterResponse::Hello {
+            version: version_max.min(PROTOCOL_VERSION),
+            master_version_min: MIN_COMPATIBLE_VERSION,
+            master_version_max: PROTOCOL_VERSION,
+            client_id: id,
+            epoch: st.epoch(),
+            heartbeat_interval_ms: s.heartbeat_interval_ms(),
+            lease_ttl_ms: s.default_kv_lease_ttl_ms,
+        };
+    }
+    // Admin requests need no registration.
+    match &req {
+        MasterRequest::ListSegments => {
+            return MasterResponse::Segments(state.lock().list_segments());
+        }
+        MasterRequest::QueryKey(k) => return MasterResponse::Query(state.lock().query_key(k)),
+        MasterRequest::Stats => return MasterResponse::Stats(state.lock().stats()),
+        _ => {}
+    }
+    let Some(id) = *client else {
+        return MasterResponse::Error {
+            code: ErrorCode::ClientNotFound,
+            message: "send Hello before any other request".into(),
+        };
+    };
+    let mut st = state.lock();
+    match req {
+        MasterRequest::Hello { .. }
+        | MasterRequest::ListSegments
+        | MasterRequest::QueryKey(_)
+        | MasterRequest::Stats => MasterResponse::Error {
+            code: ErrorCode::InternalError,
+            message: "unreachable request kind".into(),
+        },
+        MasterRequest::Heartbeat => MasterResponse::Heartbeat {
+            known: st.heartbeat(id),
+        },
+        MasterRequest::MountSegment(spec) => match st.mount_segment(id, spec) {
+            Ok(seg) => MasterResponse::Mounted(seg),
+            Err(code) => MasterResponse::Error {
+                code,
+                message: "mount refused".into(),
+            },
+        },
+        MasterRequest::UnmountSegment(seg) => match st.unmount_segment(id, seg) {
+            Ok(()) => MasterResponse::Done,
+            Err(code) => MasterResponse::Error {
+                code,
+                message: format!("unmount refused: segment={seg}"),
+            },
+        },
+        MasterRequest::PutStart { items, config } => {
+            MasterResponse::PutStart(st.put_start(id, &items, &config))
+        }
+        MasterRequest::PutEnd(items) => MasterResponse::Codes(st.put_end(id, &items)),
+        MasterRequest::PutRevoke(items) => MasterResponse::Codes(st.put_revoke(id, &items)),
+        MasterRequest::GetReplicas(keys) => MasterResponse::Replicas(st.get_replicas(id, &keys)),
+        MasterRequest::Exist(keys) => MasterResponse::Codes(st.exist(&keys)),
+        MasterRequest::Remove { keys, force } => MasterResponse::Codes(st.remove(&keys, force)),
+        MasterRequest::RemoveAll { force } => MasterResponse::Count(st.remove_all(force)),
+        MasterRequest::RemoveByRegex { pattern, force } => {
+            drop(st);
+            // Compile outside the lock: a pathological pattern must not stall every client.
+            match regex::Regex::new(&pattern) {
+                Ok(re) => MasterResponse::Count(state.lock().remove_by_regex(&re, force)),
+                Err(e) => MasterResponse::Error {
+                    code: ErrorCode::InvalidParams,
+                    message: format!("bad regex: {e}"),
+                },
+            }
+        }
+        MasterRequest::DescribeSegments(ids) => {
+            MasterResponse::Segments(st.describe_segments(&ids))
+        }
+        MasterRequest::Goodbye => {
+            st.close_client(id);
+            *client = None;
+            MasterResponse::Done
+        }
+    }
+}

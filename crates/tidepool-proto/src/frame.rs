@@ -254,12 +254,13 @@ pub async fn read_frame<R: AsyncRead + Unpin, M: DeserializeOwned>(
 }
 
 /// Reads and drops `len` payload bytes, so a rejected request leaves the stream usable.
-pub async fn discard<R: AsyncRead + Unpin>(r: &mut R, mut len: u64) -> Result<(), FrameError> {
-    let mut sink = [0u8; 64 << 10];
-    while len > 0 {
-        let n = len.min(sink.len() as u64) as usize;
-        r.read_exact(&mut sink[..n]).await?;
-        len -= n as u64;
+///
+/// `tokio::io::copy` keeps its buffer on the heap; a stack array here would sit inside every
+/// future that may discard (64 KiB per RPC call future).
+pub async fn discard<R: AsyncRead + Unpin>(r: &mut R, len: u64) -> Result<(), FrameError> {
+    let copied = tokio::io::copy(&mut r.take(len), &mut tokio::io::sink()).await?;
+    if copied < len {
+        return Err(FrameError::Closed);
     }
     Ok(())
 }

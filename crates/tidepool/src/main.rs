@@ -1,1 +1,221 @@
-fn main() {}
+//! The `tidepool` binary: a thin entry point. Argument parsing lives in [`flags`]; the
+//! services live in the library crates.
+//!
+//! Subcommands:
+//! - `tidepool master [gflags]`: metadata and allocation service (Mooncake's `mooncake_master`).
+//! - `tidepool node [flags]`: a storage process contributing a segment (`mooncake_client`).
+//! - `tidepool bench [options]`: load generator against a running cluster.
+//! - `tidepool replay --trace FILE`: replays a FAST'25 request trace against a cluster.
+
+mod bench;
+mod flags;
+mod replay;
+
+use anyhow::Context;
+use std::time::Duration;
+use tidepool_client::{Client, ClientConfig};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let sub = args.get(1).map(String::as_str).unwrap_or("");
+    let rest = if args.len() > 2 {
+        args[2..].to_vec()
+    } else {
+        Vec::new()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEPOOL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match sub {
+        "master" => run(master(rest)),
+        "node" => run(node(rest)),
+        "bench" => run(bench::main(rest)),
+        "replay" => run(replay::main(rest)),
+        "-V" | "--version" | "version" => {
+            println!("tidepool {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        _ => {
+            eprintln!(
+                "usage: tidepool <master|node|bench|replay> [flags]\n  master  metadata and allocation service (Mooncake master flags)\n  node    storage process contributing a segment\n  bench   load generator against a running cluster\n  replay  replay a request trace against a running cluster"
+            );
+            if sub.is_empty() || sub == "-h" || sub == "--help" {
+                0
+            } else {
+                1
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+async fn master(args: Vec<String>) -> anyhow::Result<()> {
+    let f = match flags::parse_master_flags(&args) {
+        Ok(f) => f,
+        Err(msg) if flags::is_help(&msg) => {
+            println!("{msg}");
+            return Ok(());
+        }
+        Err(msg) => return Err(anyhow::anyhow!(msg)),
+    };
+    for w in &f.warnings {
+        warn!("{w}");
+    }
+    let state = tidepool_master::new_state(f.settings.clone());
+    let rpc = TcpListener::bind((f.rpc_address.as_str(), f.rpc_port))
+        .await
+        .with_context(|| format!("bind rpc {}:{}", f.rpc_address, f.rpc_port))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin = TcpListener::bind((f.metrics_host.as_str(), f.metrics_port))
+        .await
+        .with_context(|| format!("bind metrics {}:{}", f.metrics_host, f.metrics_port))?;
+    let admin_addr = admin.local_addr()?;
+    let router = tidepool_master::admin::router(state.clone());
+    let mut stop = stop_rx.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(admin, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+    });
+    let mut meta_addr = None;
+    if f.enable_http_metadata_server {
+        let l = TcpListener::bind((
+            f.http_metadata_server_host.as_str(),
+            f.http_metadata_server_port,
+        ))
+        .await
+        .with_context(|| {
+            format!(
+                "bind metadata {}:{}",
+                f.http_metadata_server_host, f.http_metadata_server_port
+            )
+        })?;
+        meta_addr = Some(l.local_addr()?);
+        let store = tidepool_master::http_meta::MetadataStore::new();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = tidepool_master::http_meta::serve(l, store, async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+        });
+    }
+    let rpc_addr = rpc.local_addr()?;
+    info!(%rpc_addr, %admin_addr, ?meta_addr, "tidepool master serving");
+    // Machine-readable ready line for scripts and tests (ports may have been 0).
+    println!(
+        "READY rpc={rpc_addr} metrics={admin_addr} metadata={}",
+        meta_addr.map(|a| a.to_string()).unwrap_or_default()
+    );
+    let server = tokio::spawn(tidepool_master::rpc::run(rpc, state.clone(), stop_rx));
+    if f.enable_metric_reporting {
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let s = st.lock().stats();
+                info!(
+                    keys = s.key_count,
+                    allocated = s.allocated_bytes,
+                    capacity = s.capacity_bytes,
+                    clients = s.active_clients,
+                    evicted = s.evicted_keys,
+                    "master summary"
+                );
+            }
+        });
+    }
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    Ok(())
+}
+
+async fn node(args: Vec<String>) -> anyhow::Result<()> {
+    let f = match flags::parse_node_flags(&args) {
+        Ok(f) => f,
+        Err(msg) if flags::is_help(&msg) => {
+            println!("{msg}");
+            return Ok(());
+        }
+        Err(msg) => return Err(anyhow::anyhow!(msg)),
+    };
+    for w in &f.warnings {
+        warn!("{w}");
+    }
+    let host = if f.host == "0.0.0.0" {
+        "127.0.0.1".to_string()
+    } else {
+        f.host.clone()
+    };
+    let (bind_host, data_port) = match host.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
+            (h.to_string(), p.parse().unwrap_or(0))
+        }
+        _ => (host.clone(), 0),
+    };
+    let client = Client::connect(ClientConfig {
+        master_addr: f.master_server_address.clone(),
+        bind_host,
+        data_port,
+        segment_size: f.global_segment_size,
+        ..ClientConfig::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("node setup failed: {e}"))?;
+    info!(
+        segment = client.hostname(),
+        size = f.global_segment_size,
+        "tidepool node serving"
+    );
+    println!("READY segment={}", client.hostname());
+    shutdown_signal().await;
+    client
+        .close()
+        .await
+        .map_err(|e| anyhow::anyhow!("close: {e}"))?;
+    Ok(())
+}

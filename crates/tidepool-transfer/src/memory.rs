@@ -1,0 +1,352 @@
+//! Memory this engine exposes to peers: segments it owns, buffers the caller registered, and
+//! the registry that every remote range is checked against before any byte is touched (W14).
+//!
+//! All raw-pointer-to-slice conversions of the crate live in the small helpers at the bottom
+//! ([`slice_of`], [`slice_of_mut`], [`copy_bytes`]); callers reach them only with ranges that
+//! [`Registry::resolve`] (or a peer mapping's bounds check) has validated.
+
+use memmap2::{MmapOptions, MmapRaw};
+use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tidepool_common::{Error, ErrorCode, ObjectId, Result};
+use tidepool_proto::data::Seal;
+
+/// Page granularity segments are rounded up to.
+const PAGE: u64 = 4096;
+
+/// A memfd-backed, `MAP_SHARED` memory segment owned by this engine.
+///
+/// It is registered for remote access while mounted; the mapping stays alive as long as any
+/// `Arc` to it does (including requests in flight), so unregistering never unmaps memory a
+/// request is still copying into.
+pub struct LocalSegment {
+    /// The mapping; `MmapRaw` because peers write through raw pointers concurrently.
+    map: MmapRaw,
+    /// The memfd, handed to same-host peers over the shm socket.
+    file: File,
+    size: u64,
+    /// Lowest master epoch whose writes are still accepted (contract §8).
+    epoch: AtomicU64,
+    /// Sealed replicas by address; entries never overlap. A mutex is enough: seals are rare
+    /// compared to bytes moved and never held across an await.
+    dir: Mutex<BTreeMap<u64, Seal>>,
+}
+
+impl std::fmt::Debug for LocalSegment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSegment")
+            .field("base", &format_args!("{:#x}", self.base_addr()))
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl LocalSegment {
+    /// Creates a segment of `size` bytes (rounded up to a page).
+    pub(crate) fn create(size: u64, prefault: bool) -> Result<Self> {
+        if size == 0 {
+            return Err(Error::invalid("segment size must be positive: size=0"));
+        }
+        let size = size
+            .checked_add(PAGE - 1)
+            .map(|s| s & !(PAGE - 1))
+            .ok_or_else(|| Error::invalid(format!("segment size too large: size={size}")))?;
+        let name = CString::new("tidepool-segment").map_err(|e| Error::internal(e.to_string()))?;
+        let fd =
+            nix::sys::memfd::memfd_create(&name, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
+                .map_err(|e| Error::internal(format!("memfd_create failed: err={e}")))?;
+        let file = File::from(fd);
+        file.set_len(size)
+            .map_err(|e| Error::internal(format!("ftruncate failed: size={size} err={e}")))?;
+        let mut opts = MmapOptions::new();
+        opts.len(size as usize);
+        if prefault {
+            opts.populate();
+        }
+        let map = opts
+            .map_raw(&file)
+            .map_err(|e| Error::internal(format!("mmap failed: size={size} err={e}")))?;
+        Ok(Self {
+            map,
+            file,
+            size,
+            epoch: AtomicU64::new(0),
+            dir: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Address of the first byte.
+    pub fn base_addr(&self) -> u64 {
+        self.map.as_mut_ptr() as u64
+    }
+
+    /// Size in bytes (a multiple of the page size).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Refuses, from now on, writes and seals that carry a master epoch older than `epoch`.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// The current fencing epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The sealed replicas, ordered by address.
+    pub fn directory(&self) -> Vec<Seal> {
+        self.dir.lock().values().cloned().collect()
+    }
+
+    /// Records `seal`, dropping every entry whose range overlaps it.
+    pub(crate) fn record(&self, seal: &Seal) {
+        let mut dir = self.dir.lock();
+        let start = seal.addr;
+        // Zero-length replicas still occupy their address for overlap purposes.
+        let end = seal.addr.saturating_add(seal.len.max(1));
+        let mut doomed = Vec::new();
+        // Entries never overlap each other, so walking down from `end` can stop at the first
+        // entry that ends at or before `start`.
+        for (&a, e) in dir.range(..end).rev() {
+            if a.saturating_add(e.len.max(1)) > start {
+                doomed.push(a);
+            } else {
+                break;
+            }
+        }
+        for a in doomed {
+            dir.remove(&a);
+        }
+        dir.insert(seal.addr, seal.clone());
+    }
+
+    /// True when the directory holds `object` on a replica containing `[addr, addr+len)`.
+    pub(crate) fn holds(&self, object: ObjectId, addr: u64, len: u64) -> bool {
+        let dir = self.dir.lock();
+        match dir.range(..=addr).next_back() {
+            Some((&a, e)) => {
+                e.object_id == object && addr.saturating_add(len) <= a.saturating_add(e.len)
+            }
+            None => false,
+        }
+    }
+
+    /// The memfd, for handing to a same-host peer.
+    pub(crate) fn fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// What kind of memory a region is. Only host memory today; device memory (contract §1.9)
+/// adds a variant, and the transports refuse kinds they cannot move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemoryKind {
+    /// Ordinary CPU-addressable memory.
+    Host,
+}
+
+/// Who owns a region's memory.
+#[derive(Debug, Clone)]
+pub(crate) enum Owner {
+    /// A segment of this engine; holding the `Arc` keeps it mapped.
+    Segment(Arc<LocalSegment>),
+    /// A caller buffer from `register_memory`; the caller keeps it alive until it unregisters.
+    External,
+}
+
+/// One registered region. A future RDMA transport hangs its memory-region keys here.
+#[derive(Debug, Clone)]
+pub(crate) struct Region {
+    pub base: u64,
+    pub len: u64,
+    #[allow(dead_code)]
+    pub kind: MemoryKind,
+    pub owner: Owner,
+}
+
+impl Region {
+    /// The segment behind this region, if it is one.
+    pub(crate) fn segment(&self) -> Option<&Arc<LocalSegment>> {
+        match &self.owner {
+            Owner::Segment(s) => Some(s),
+            Owner::External => None,
+        }
+    }
+}
+
+/// Every region peers may address, keyed by base address. Regions never overlap.
+/// A read-mostly lock: lookups happen per request, registrations are rare.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    map: RwLock<BTreeMap<u64, Region>>,
+}
+
+impl Registry {
+    /// Adds a region; overlap with an existing one is `InvalidParams`.
+    pub(crate) fn insert(&self, region: Region) -> Result<()> {
+        if region.len == 0 {
+            return Err(Error::invalid("cannot register an empty region: len=0"));
+        }
+        let end = region.base.checked_add(region.len).ok_or_else(|| {
+            Error::invalid(format!(
+                "region wraps the address space: addr={:#x}",
+                region.base
+            ))
+        })?;
+        let mut map = self.map.write();
+        if let Some((_, prev)) = map.range(..end).next_back()
+            && prev.base + prev.len > region.base
+        {
+            return Err(Error::invalid(format!(
+                "region overlaps a registered one: addr={:#x} len={} existing={:#x}+{}",
+                region.base, region.len, prev.base, prev.len
+            )));
+        }
+        map.insert(region.base, region);
+        Ok(())
+    }
+
+    /// Removes the region starting exactly at `base` if `pred` accepts it.
+    pub(crate) fn remove_if(
+        &self,
+        base: u64,
+        pred: impl FnOnce(&Region) -> bool,
+    ) -> Option<Region> {
+        let mut map = self.map.write();
+        if map.get(&base).is_some_and(pred) {
+            map.remove(&base)
+        } else {
+            None
+        }
+    }
+
+    /// The segment starting exactly at `base`, if this engine owns one there.
+    pub(crate) fn segment_at(&self, base: u64) -> Option<Arc<LocalSegment>> {
+        self.map
+            .read()
+            .get(&base)
+            .and_then(|r| r.segment().cloned())
+    }
+
+    /// The region wholly containing `[addr, addr+len)`, or `InvalidParams`.
+    pub(crate) fn resolve(&self, addr: u64, len: u64) -> Result<Region> {
+        let map = self.map.read();
+        let end = addr.checked_add(len);
+        if let (Some(end), Some((_, r))) = (end, map.range(..=addr).next_back())
+            && end <= r.base + r.len
+            && (addr < r.base + r.len || len == 0)
+        {
+            return Ok(r.clone());
+        }
+        Err(Error::new(
+            ErrorCode::InvalidParams,
+            format!("range outside registered memory: addr={addr:#x} len={len}"),
+        ))
+    }
+}
+
+/// Borrows `len` bytes at `addr` for reading.
+///
+/// # Safety
+/// `[addr, addr+len)` must lie inside memory that stays mapped for `'a` (a region resolved by
+/// [`Registry::resolve`] whose owner is held, a caller-registered buffer, or a live peer
+/// mapping). Concurrent writers of the same bytes are excluded by the store's protocol
+/// (allocation hands each range to one writer; leases keep readers off ranges being reused),
+/// not by Rust; a racing peer can at worst produce torn bytes, never touch other memory.
+pub(crate) unsafe fn slice_of<'a>(addr: u64, len: u64) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: the caller guarantees the range is mapped and readable for 'a.
+    unsafe { std::slice::from_raw_parts(addr as *const u8, len as usize) }
+}
+
+/// Borrows `len` bytes at `addr` for writing.
+///
+/// # Safety
+/// As [`slice_of`], and the memory must be writable.
+pub(crate) unsafe fn slice_of_mut<'a>(addr: u64, len: u64) -> &'a mut [u8] {
+    if len == 0 {
+        return &mut [];
+    }
+    // SAFETY: the caller guarantees the range is mapped and writable for 'a.
+    unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len as usize) }
+}
+
+/// Copies `len` bytes from `src` to `dst`; the ranges may overlap (a caller may copy within
+/// its own segment).
+///
+/// # Safety
+/// Both ranges must be mapped for the duration of the call, `src` readable and `dst` writable.
+pub(crate) unsafe fn copy_bytes(src: *const u8, dst: u64, len: usize) {
+    // SAFETY: guaranteed by the caller; `copy` (memmove) tolerates overlap.
+    unsafe { std::ptr::copy(src, dst as *mut u8, len) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seal(seq: u64, addr: u64, len: u64) -> Seal {
+        Seal {
+            key: format!("k{seq}"),
+            object_id: ObjectId { epoch: 1, seq },
+            addr,
+            len,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn directory_replaces_only_overlapping_entries() {
+        let seg = LocalSegment::create(1 << 16, false).unwrap();
+        let b = seg.base_addr();
+        seg.record(&seal(1, b, 100));
+        seg.record(&seal(2, b + 100, 100));
+        seg.record(&seal(3, b + 200, 100));
+        assert_eq!(seg.directory().len(), 3);
+        // Overlaps the tail of 1 and all of 2; 3 (adjacent) stays.
+        seg.record(&seal(4, b + 50, 150));
+        let d: Vec<u64> = seg.directory().iter().map(|s| s.object_id.seq).collect();
+        assert_eq!(d, vec![4, 3]);
+        assert!(seg.holds(ObjectId { epoch: 1, seq: 4 }, b + 60, 10));
+        assert!(!seg.holds(ObjectId { epoch: 1, seq: 4 }, b + 60, 200));
+        assert!(!seg.holds(ObjectId { epoch: 1, seq: 1 }, b, 10));
+        // Same address, new version.
+        seg.record(&seal(5, b + 200, 10));
+        let d: Vec<u64> = seg.directory().iter().map(|s| s.object_id.seq).collect();
+        assert_eq!(d, vec![4, 5]);
+    }
+
+    #[test]
+    fn registry_bounds_and_overlaps() {
+        let reg = Registry::default();
+        let r = |base, len| Region {
+            base,
+            len,
+            kind: MemoryKind::Host,
+            owner: Owner::External,
+        };
+        reg.insert(r(1000, 100)).unwrap();
+        reg.insert(r(1100, 100)).unwrap();
+        assert!(reg.insert(r(950, 51)).is_err());
+        assert!(reg.insert(r(1199, 5)).is_err());
+        assert!(reg.insert(r(0, 0)).is_err());
+        assert!(reg.insert(r(u64::MAX - 1, 5)).is_err());
+        reg.insert(r(900, 100)).unwrap();
+        assert!(reg.resolve(1000, 100).is_ok());
+        assert!(reg.resolve(1050, 100).is_err(), "straddles two regions");
+        assert!(reg.resolve(1199, 2).is_err());
+        assert!(reg.resolve(u64::MAX, 2).is_err());
+        assert!(reg.resolve(899, 1).is_err());
+        assert!(reg.remove_if(1000, |_| true).is_some());
+        assert!(reg.resolve(1000, 1).is_err());
+    }
+}

@@ -1,0 +1,339 @@
+//! The data server: a TCP listener serving `DataRequest`s against this engine's registered
+//! memory, and (when shared memory is enabled) a Unix socket that hands segment memfds to
+//! same-host peers with `SCM_RIGHTS`.
+//!
+//! One task per connection, request/response in order. Each connection reuses its scratch
+//! buffers, so a small request costs no allocation beyond decoding its message. A request with
+//! bad ranges is answered with an error and its payload discarded, and the connection keeps
+//! serving (W14); a malformed frame closes only that connection.
+
+use crate::engine::Shared;
+use crate::memory::{Region, slice_of, slice_of_mut};
+use crate::owner;
+use crate::stats::{add, sub};
+use std::io::IoSlice;
+use std::sync::Arc;
+use tidepool_common::{Error, ErrorCode, Result};
+use tidepool_proto::data::{DataRequest, DataResponse};
+use tidepool_proto::frame::{self, FrameError, FrameKind};
+use tokio::io::{AsyncWriteExt, BufReader, Interest};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Read-side buffer of a connection: small frames arrive in one syscall; large payloads mostly
+/// bypass it (tokio's `BufReader` reads straight into the destination when it is empty).
+pub(crate) const READ_BUF: usize = 64 << 10;
+/// Responses up to this size are assembled in one buffer and sent with one write.
+const INLINE_RESPONSE: u64 = 64 << 10;
+
+/// Accepts TCP data connections until `stop` flips, then closes every connection.
+pub(crate) async fn run_tcp(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let shared = shared.clone();
+                    conns.spawn(async move {
+                        add(&shared.stats.server_connections, 1);
+                        if let Err(e) = serve_tcp(&shared, stream).await {
+                            tracing::warn!(%peer, error = %e, "closing data connection");
+                        }
+                        sub(&shared.stats.server_connections, 1);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "data server accept failed");
+                    // Usually fd exhaustion: back off instead of spinning.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    conns.shutdown().await;
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it right here.
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// Per-connection scratch, reused across requests.
+struct ConnScratch {
+    meta: Vec<u8>,
+    out: Vec<u8>,
+    regions: Vec<Region>,
+}
+
+/// Serves one connection until the peer closes it or sends something unparseable.
+async fn serve_tcp(shared: &Shared, stream: TcpStream) -> Result<(), FrameError> {
+    stream.set_nodelay(true)?;
+    let mut conn = BufReader::with_capacity(READ_BUF, stream);
+    let mut s = ConnScratch {
+        meta: Vec::with_capacity(256),
+        out: Vec::with_capacity(256),
+        regions: Vec::new(),
+    };
+    loop {
+        let (hdr, msg) = match frame::read_frame::<_, DataRequest>(&mut conn, &mut s.meta).await {
+            Ok(x) => x,
+            Err(FrameError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if hdr.kind != FrameKind::Request {
+            return Err(FrameError::BadKind(hdr.kind as u8));
+        }
+        let id = hdr.request_id;
+        let outcome = match msg {
+            Err(e) => {
+                frame::discard(&mut conn, hdr.payload_len).await?;
+                Err(Error::invalid(format!("malformed request: {e}")))
+            }
+            Ok(req) => handle(shared, &mut conn, &mut s, id, hdr.payload_len, req).await?,
+        };
+        match outcome {
+            Ok(Handled::Replied) => add(&shared.stats.requests_served, 1),
+            Ok(Handled::Ok) => {
+                add(&shared.stats.requests_served, 1);
+                respond(conn.get_mut(), &mut s.out, id, &DataResponse::Ok).await?;
+            }
+            Err(e) => {
+                add(&shared.stats.requests_rejected, 1);
+                tracing::debug!(error = %e, "data request refused");
+                let resp = DataResponse::Error {
+                    code: e.code(),
+                    message: e.message().to_string(),
+                };
+                respond(conn.get_mut(), &mut s.out, id, &resp).await?;
+            }
+        }
+    }
+}
+
+/// How a valid request was answered.
+enum Handled {
+    /// Send `DataResponse::Ok`.
+    Ok,
+    /// The handler already sent its response (reads).
+    Replied,
+}
+
+/// Executes one decoded request. The outer error is fatal for the connection; the inner one
+/// is answered to the peer. Invariant: on return, exactly `payload_len` bytes were consumed.
+async fn handle(
+    shared: &Shared,
+    conn: &mut BufReader<TcpStream>,
+    s: &mut ConnScratch,
+    id: u64,
+    payload_len: u64,
+    req: DataRequest,
+) -> Result<Result<Handled>, FrameError> {
+    use tokio::io::AsyncReadExt;
+    let reg = &shared.registry;
+    match req {
+        DataRequest::Write {
+            epoch,
+            ranges,
+            seals,
+        } => {
+            let checked = owner::total_len(&ranges).and_then(|total| {
+                if total != payload_len {
+                    return Err(Error::invalid(format!(
+                        "payload length does not match ranges: payload={payload_len} ranges={total}"
+                    )));
+                }
+                owner::check_write(reg, epoch, &ranges, &seals, &mut s.regions)
+            });
+            if let Err(e) = checked {
+                frame::discard(conn, payload_len).await?;
+                return Ok(Err(e));
+            }
+            for r in &ranges {
+                // SAFETY: `check_write` resolved this range inside a registered region, and
+                // `s.regions` holds that region's owner (keeping a segment mapped) until the
+                // next request; caller-registered memory stays valid until unregistered.
+                let dst = unsafe { slice_of_mut(r.addr, r.len) };
+                conn.read_exact(dst).await?;
+            }
+            owner::apply_seals(&s.regions[ranges.len()..], &seals);
+            Ok(Ok(Handled::Ok))
+        }
+        DataRequest::Read { ranges, expect } => {
+            frame::discard(conn, payload_len).await?;
+            let checked = owner::total_len(&ranges)
+                .and_then(|t| owner::check_read(reg, &ranges, &expect, &mut s.regions).map(|_| t));
+            let total = match checked {
+                Ok(t) => t,
+                Err(e) => return Ok(Err(e)),
+            };
+            let w = conn.get_mut();
+            s.out.clear();
+            frame::encode_frame(
+                &mut s.out,
+                FrameKind::Response,
+                id,
+                &DataResponse::Data,
+                total,
+            )?;
+            if total <= INLINE_RESPONSE {
+                for r in &ranges {
+                    // SAFETY: validated by `check_read`; owners held in `s.regions`.
+                    s.out.extend_from_slice(unsafe { slice_of(r.addr, r.len) });
+                }
+                w.write_all(&s.out).await?;
+            } else {
+                w.write_all(&s.out).await?;
+                for r in &ranges {
+                    // SAFETY: validated by `check_read`; owners held in `s.regions`.
+                    w.write_all(unsafe { slice_of(r.addr, r.len) }).await?;
+                }
+            }
+            Ok(Ok(Handled::Replied))
+        }
+        DataRequest::Seal { epoch, seals } => {
+            frame::discard(conn, payload_len).await?;
+            s.regions.clear();
+            if let Err(e) = owner::check_seals_into(reg, epoch, &seals, &mut s.regions) {
+                return Ok(Err(e));
+            }
+            owner::apply_seals(&s.regions, &seals);
+            Ok(Ok(Handled::Ok))
+        }
+        DataRequest::Ping => {
+            frame::discard(conn, payload_len).await?;
+            Ok(Ok(Handled::Ok))
+        }
+        DataRequest::ShmAttach { .. } => {
+            frame::discard(conn, payload_len).await?;
+            Ok(Err(Error::invalid(
+                "shm attach is only served on the unix socket",
+            )))
+        }
+    }
+}
+
+/// Sends a payload-less response.
+async fn respond(
+    w: &mut TcpStream,
+    out: &mut Vec<u8>,
+    id: u64,
+    resp: &DataResponse,
+) -> Result<(), FrameError> {
+    out.clear();
+    frame::encode_frame(out, FrameKind::Response, id, resp, 0)?;
+    w.write_all(out).await?;
+    Ok(())
+}
+
+/// Accepts shm-attach connections on the Unix socket until `stop` flips.
+pub(crate) async fn run_unix(
+    shared: Arc<Shared>,
+    listener: UnixListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let shared = shared.clone();
+                    conns.spawn(async move {
+                        if let Err(e) = serve_unix(&shared, stream).await {
+                            tracing::warn!(error = %e, "closing shm attach connection");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "shm socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    conns.shutdown().await;
+}
+
+/// Answers `ShmAttach` requests with the segment's memfd attached as `SCM_RIGHTS`.
+async fn serve_unix(shared: &Shared, mut stream: UnixStream) -> Result<(), FrameError> {
+    let mut meta = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        let (hdr, msg) = match frame::read_frame::<_, DataRequest>(&mut stream, &mut meta).await {
+            Ok(x) => x,
+            Err(FrameError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        frame::discard(&mut stream, hdr.payload_len).await?;
+        let seg = match msg {
+            Ok(DataRequest::ShmAttach { base_addr }) => shared.registry.segment_at(base_addr),
+            _ => None,
+        };
+        out.clear();
+        match seg {
+            Some(seg) => {
+                frame::encode_frame(
+                    &mut out,
+                    FrameKind::Response,
+                    hdr.request_id,
+                    &DataResponse::Attached { size: seg.size() },
+                    0,
+                )?;
+                send_with_fd(&stream, &out, seg.fd()).await?;
+            }
+            None => {
+                let resp = DataResponse::Error {
+                    code: ErrorCode::SegmentNotFound,
+                    message: "no segment at that address".into(),
+                };
+                frame::encode_frame(&mut out, FrameKind::Response, hdr.request_id, &resp, 0)?;
+                stream.write_all(&out).await?;
+            }
+        }
+    }
+}
+
+/// Sends `buf` with `fd` attached to its first byte.
+async fn send_with_fd(
+    stream: &UnixStream,
+    buf: &[u8],
+    fd: std::os::fd::RawFd,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let sock = stream.as_raw_fd();
+    let fds = [fd];
+    let sent = stream
+        .async_io(Interest::WRITABLE, || {
+            sendmsg::<()>(
+                sock,
+                &[IoSlice::new(buf)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(std::io::Error::from)
+        })
+        .await?;
+    let mut rest = &buf[sent..];
+    while !rest.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

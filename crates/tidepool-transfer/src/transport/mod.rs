@@ -1,0 +1,56 @@
+//! Transports: how bytes reach a target's memory. The engine picks one per call
+//! (in-process, same-host shared memory, or TCP); each implements [`Transport`].
+//!
+//! A transport's `write` completes only once the bytes are in the owner's memory and the
+//! seals are recorded (W12). A later RDMA transport implements the same trait: it resolves a
+//! registered region's keys from the registry, posts work requests and completes the future
+//! when its completion queue reports every work request done.
+
+use crate::engine::{ReadOp, Target, WriteOp};
+use std::future::Future;
+use tidepool_common::Result;
+use tidepool_proto::data::Seal;
+
+pub(crate) mod local;
+pub(crate) mod shm;
+pub(crate) mod tcp;
+
+/// Moves a batch of ranges to or from one target.
+pub(crate) trait Transport: Send + Sync {
+    /// Writes every op's bytes into the target, then records `seals` in its directory.
+    fn write(
+        &self,
+        target: &Target,
+        epoch: u64,
+        ops: &[WriteOp<'_>],
+        seals: &[Seal],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Fills every op's `dst` from the target.
+    fn read(
+        &self,
+        target: &Target,
+        ops: &mut [ReadOp<'_>],
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Copies `len` bytes, stepping off the async worker for large copies so other tasks on this
+/// runtime thread are not stalled for milliseconds.
+///
+/// # Safety
+/// As [`crate::memory::copy_bytes`].
+pub(crate) unsafe fn copy_large_aware(src: *const u8, dst: u64, len: usize) {
+    const BLOCKING_COPY: usize = 4 << 20;
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if len >= BLOCKING_COPY && multi {
+        let src = src as usize;
+        tokio::task::block_in_place(|| {
+            // SAFETY: forwarded from the caller's guarantee; the copy finishes before return.
+            unsafe { crate::memory::copy_bytes(src as *const u8, dst, len) }
+        });
+    } else {
+        // SAFETY: forwarded from the caller's guarantee.
+        unsafe { crate::memory::copy_bytes(src, dst, len) }
+    }
+}

@@ -1,0 +1,279 @@
+//! Same-host shared-memory transport: map the owner's segment memfd once, then copy directly.
+//!
+//! Attaching connects to the owner's Unix socket, sends `DataRequest::ShmAttach`, receives
+//! the memfd as `SCM_RIGHTS` ancillary data and maps it `MAP_SHARED`. Mappings are cached per
+//! (endpoint, shm socket, base address); the socket path carries a random per-start nonce, so
+//! an owner restarted at the same endpoint is never confused with its predecessor.
+//! If attaching fails, the target is remembered as TCP-only and the call goes over TCP.
+//!
+//! Seals still go to the owner over TCP (`DataRequest::Seal`), so the owner records them and
+//! fences them by epoch. Reads skip the owner's `expect` check: a reader holds a master lease
+//! on the object for the duration of its read, and the master neither frees nor reallocates a
+//! leased replica, so the mapped bytes cannot change owner mid-read.
+
+use super::tcp::TcpTransport;
+use super::{Transport, copy_large_aware};
+use crate::engine::{ReadOp, Shared, Target, WriteOp};
+use crate::stats::{add, sub};
+use memmap2::{MmapOptions, MmapRaw};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use tidepool_common::{Error, ErrorCode, Result};
+use tidepool_proto::data::{DataRequest, DataResponse, Seal};
+use tidepool_proto::frame::{self, FrameKind};
+use tokio::io::{AsyncReadExt, Interest};
+use tokio::net::UnixStream;
+
+/// A peer segment mapped into this process.
+struct PeerMapping {
+    map: MmapRaw,
+    /// The owner's address of the segment's first byte.
+    base: u64,
+    size: u64,
+    shared: Arc<Shared>,
+}
+
+impl Drop for PeerMapping {
+    fn drop(&mut self) {
+        sub(&self.shared.stats.shm_mappings, 1);
+    }
+}
+
+impl PeerMapping {
+    /// Local address of the owner's `[addr, addr+len)`, or `InvalidParams` when outside.
+    fn local(&self, addr: u64, len: usize) -> Result<u64> {
+        let end = addr.checked_add(len as u64);
+        match end {
+            Some(end) if addr >= self.base && end <= self.base + self.size => {
+                Ok(self.map.as_mut_ptr() as u64 + (addr - self.base))
+            }
+            _ => Err(Error::invalid(format!(
+                "range outside the peer segment: addr={addr:#x} len={len} segment={:#x}+{}",
+                self.base, self.size
+            ))),
+        }
+    }
+}
+
+/// One cached attach outcome; `map` is `None` when attaching failed (use TCP).
+struct Entry {
+    endpoint: String,
+    socket: String,
+    map: Option<Arc<PeerMapping>>,
+}
+
+/// Copies through mappings of same-host peers' segments.
+pub(crate) struct ShmTransport {
+    shared: Arc<Shared>,
+    tcp: Arc<TcpTransport>,
+    /// By owner base address; few entries per base, matched by endpoint and socket.
+    maps: Mutex<HashMap<u64, Vec<Entry>>>,
+}
+
+impl ShmTransport {
+    pub(crate) fn new(shared: Arc<Shared>, tcp: Arc<TcpTransport>) -> Self {
+        Self {
+            shared,
+            tcp,
+            maps: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, target: &Target, socket: &str) -> Option<Option<Arc<PeerMapping>>> {
+        let maps = self.maps.lock();
+        maps.get(&target.base_addr)?
+            .iter()
+            .find(|e| e.endpoint == target.endpoint && e.socket == socket)
+            .map(|e| e.map.clone())
+    }
+
+    /// The mapping of the target's segment, attaching on first use; `None` means use TCP.
+    async fn mapping(&self, target: &Target) -> Option<Arc<PeerMapping>> {
+        let socket = target.shm_socket.as_deref()?;
+        if let Some(m) = self.cached(target, socket) {
+            return m;
+        }
+        let map = match self.attach(socket, target.base_addr).await {
+            Ok(m) => {
+                add(&self.shared.stats.shm_mappings, 1);
+                Some(Arc::new(m))
+            }
+            Err(e) => {
+                tracing::info!(endpoint = %target.endpoint, error = %e, "shm attach failed, using tcp");
+                None
+            }
+        };
+        let mut maps = self.maps.lock();
+        let list = maps.entry(target.base_addr).or_default();
+        // A concurrent attach may have won; keep the first so every caller shares one mapping.
+        if let Some(e) = list
+            .iter()
+            .find(|e| e.endpoint == target.endpoint && e.socket == socket)
+        {
+            return e.map.clone();
+        }
+        list.push(Entry {
+            endpoint: target.endpoint.clone(),
+            socket: socket.to_string(),
+            map: map.clone(),
+        });
+        map
+    }
+
+    async fn attach(&self, socket: &str, base_addr: u64) -> Result<PeerMapping> {
+        let cfg = &self.shared.cfg;
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            Error::new(
+                ErrorCode::TransferFail,
+                format!("shm attach {what} failed: {e} socket={socket}"),
+            )
+        };
+        let mut stream = tokio::time::timeout(cfg.connect_timeout, UnixStream::connect(socket))
+            .await
+            .map_err(|e| fail("connect", &e))?
+            .map_err(|e| fail("connect", &e))?;
+        let mut scratch = Vec::new();
+        frame::write_frame(
+            &mut stream,
+            &mut scratch,
+            FrameKind::Request,
+            1,
+            &DataRequest::ShmAttach { base_addr },
+            &[],
+        )
+        .await
+        .map_err(|e| fail("send", &e))?;
+        let mut buf = [0u8; 512];
+        let (n, fd) = tokio::time::timeout(cfg.io_timeout, recv_with_fd(&stream, &mut buf))
+            .await
+            .map_err(|e| fail("receive", &e))?
+            .map_err(|e| fail("receive", &e))?;
+        let mut rd = (&buf[..n]).chain(&mut stream);
+        let (hdr, msg) = frame::read_frame::<_, DataResponse>(&mut rd, &mut scratch)
+            .await
+            .map_err(|e| fail("receive", &e))?;
+        let size = match msg {
+            Ok(DataResponse::Attached { size }) if hdr.payload_len == 0 => size,
+            Ok(DataResponse::Error { code, message }) => return Err(Error::new(code, message)),
+            Ok(other) => return Err(fail("protocol", &format!("unexpected response {other:?}"))),
+            Err(e) => return Err(fail("decode", &e)),
+        };
+        let fd = fd.ok_or_else(|| fail("receive", &"no fd attached"))?;
+        let file = File::from(fd);
+        let mut opts = MmapOptions::new();
+        opts.len(usize::try_from(size).map_err(|e| fail("map", &e))?);
+        if cfg.prefault {
+            opts.populate();
+        }
+        let map = opts.map_raw(&file).map_err(|e| fail("map", &e))?;
+        Ok(PeerMapping {
+            map,
+            base: base_addr,
+            size,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Drops the mappings (and failed-attach memories) of `endpoint`.
+    pub(crate) fn forget(&self, endpoint: &str) {
+        let mut maps = self.maps.lock();
+        for list in maps.values_mut() {
+            list.retain(|e| e.endpoint != endpoint);
+        }
+        maps.retain(|_, l| !l.is_empty());
+    }
+
+    /// Drops every mapping.
+    pub(crate) fn clear(&self) {
+        self.maps.lock().clear();
+    }
+}
+
+/// Receives up to `buf.len()` bytes and at most one fd passed with them.
+async fn recv_with_fd(
+    stream: &UnixStream,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Option<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let sock = stream.as_raw_fd();
+    stream
+        .async_io(Interest::READABLE, || {
+            let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+            let mut iov = [IoSliceMut::new(buf)];
+            let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+                .map_err(std::io::Error::from)?;
+            let mut fd = None;
+            for c in msg.cmsgs().map_err(std::io::Error::from)? {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    for raw in fds {
+                        // SAFETY: the kernel just installed `raw` in our fd table for us; we
+                        // are its only owner, and wrapping it closes it if unused.
+                        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                        if fd.is_none() {
+                            fd = Some(owned);
+                        }
+                    }
+                }
+            }
+            if msg.bytes == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+            Ok((msg.bytes, fd))
+        })
+        .await
+}
+
+impl Transport for ShmTransport {
+    async fn write(
+        &self,
+        target: &Target,
+        epoch: u64,
+        ops: &[WriteOp<'_>],
+        seals: &[Seal],
+    ) -> Result<()> {
+        let Some(m) = self.mapping(target).await else {
+            return self.tcp.write(target, epoch, ops, seals).await;
+        };
+        // Validate the whole batch before copying anything.
+        for op in ops {
+            m.local(op.remote_addr, op.src.len())?;
+        }
+        let mut bytes = 0u64;
+        for op in ops {
+            let dst = m.local(op.remote_addr, op.src.len())?;
+            // SAFETY: `dst..dst+len` lies inside the live peer mapping `m` (checked by
+            // `local`); the source is the caller's slice.
+            unsafe { copy_large_aware(op.src.as_ptr(), dst, op.src.len()) };
+            bytes += op.src.len() as u64;
+        }
+        add(&self.shared.stats.shm_bytes_written, bytes);
+        if !seals.is_empty() {
+            self.tcp.seal(target, epoch, seals).await?;
+        }
+        Ok(())
+    }
+
+    async fn read(&self, target: &Target, ops: &mut [ReadOp<'_>]) -> Result<()> {
+        let Some(m) = self.mapping(target).await else {
+            return self.tcp.read(target, ops).await;
+        };
+        for op in ops.iter() {
+            m.local(op.remote_addr, op.dst.len())?;
+        }
+        let mut bytes = 0u64;
+        for op in ops.iter_mut() {
+            let len = op.dst.len();
+            let src = m.local(op.remote_addr, len)?;
+            // SAFETY: `src..src+len` lies inside the live peer mapping `m`; the destination is
+            // the caller's exclusive slice.
+            unsafe { copy_large_aware(src as *const u8, op.dst.as_mut_ptr() as u64, len) };
+            bytes += len as u64;
+        }
+        add(&self.shared.stats.shm_bytes_read, bytes);
+        Ok(())
+    }
+}

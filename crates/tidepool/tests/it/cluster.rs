@@ -1,0 +1,106 @@
+//! Test harness: spawn `tidepool master` / `tidepool node`, wait for their READY lines.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Makes the child receive SIGKILL when the test process dies, so a test that aborts (panic
+/// in a non-unwinding path, stack overflow, timeout kill) leaves no servers behind.
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which
+    // is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub ready: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Spawns `tidepool <args>` and waits (≤ 20 s) for the line starting with READY.
+    pub fn spawn(args: &[String]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidepool"));
+        die_with_parent(&mut cmd);
+        let mut child = cmd
+            .args(args)
+            .env("TIDEPOOL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tidepool");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("READY") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let ready = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("tidepool {args:?} did not become ready")
+            });
+        Proc { child, ready }
+    }
+
+    /// Value of `key=` on the READY line.
+    pub fn field(&self, key: &str) -> String {
+        self.ready
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// SIGKILL, no cleanup.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a master with the given extra flags on free loopback ports.
+pub fn master(extra: &[&str]) -> Proc {
+    let mut args: Vec<String> = [
+        "master",
+        "--rpc_address=127.0.0.1",
+        "--rpc_port=0",
+        "--metrics_host=127.0.0.1",
+        "--metrics_port=0",
+        "--enable_metric_reporting=false",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Proc::spawn(&args)
+}
+
+/// Starts a storage node contributing `size` to the master at `rpc`.
+pub fn node(rpc: &str, size: &str) -> Proc {
+    Proc::spawn(&[
+        "node".to_string(),
+        "--host=127.0.0.1".to_string(),
+        format!("--master_server_address={rpc}"),
+        format!("--global_segment_size={size}"),
+    ])
+}
