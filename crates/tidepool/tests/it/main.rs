@@ -3,4 +3,5 @@
 //! a client. Every child is killed when its handle drops.
 
 mod cluster;
+mod faults;
 mod store;
