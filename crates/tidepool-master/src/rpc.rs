@@ -13,6 +13,7 @@ use std::time::Duration;
 use tidepool_common::{ClientId, ErrorCode};
 use tidepool_proto::frame::{self, FrameError, FrameKind};
 use tidepool_proto::master::{MasterRequest, MasterResponse};
+use tidepool_proto::wait::{spin_ready, spin_window};
 use tidepool_proto::{MIN_COMPATIBLE_VERSION, PROTOCOL_VERSION};
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
@@ -21,6 +22,9 @@ use tracing::{debug, info, warn};
 
 /// How often the background worker runs leases, liveness and eviction.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How long a connection polls for the client's next request before parking.
+const NEXT_REQUEST_SPIN: Duration = Duration::from_micros(50);
 
 /// Shared handle to the master's state.
 pub type SharedState = Arc<Mutex<MasterState>>;
@@ -75,6 +79,11 @@ async fn serve_connection(
     let mut wbuf = Vec::new();
     let mut client: Option<ClientId> = None;
     loop {
+        if rd.buffer().is_empty() {
+            // A client's next request (a put's commit, the next batch) usually follows within
+            // tens of microseconds: poll briefly instead of parking (see tidepool_proto::wait).
+            let _ = spin_ready(rd.get_ref().readable(), spin_window(NEXT_REQUEST_SPIN)).await;
+        }
         let read = tokio::select! {
             r = frame::read_frame::<_, MasterRequest>(&mut rd, &mut rbuf) => r,
             _ = shutdown.changed() => return,
