@@ -28,8 +28,14 @@ fn main() {
     } else {
         Vec::new()
     };
+    // Services log at info; load tools only warn, so their progress bars stay readable.
+    let default_level = if matches!(sub, "master" | "node") {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEPOOL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
