@@ -1021,6 +1021,10 @@ fn gigabyte_objects_where_a_segment_has_room() {
         put(&mut st, c, "too-big", 7 << 30),
         ErrorCode::NoAvailableHandle.as_i32()
     );
-    assert_eq!(st.stats().evicted_keys, before.evicted_keys, "nothing evicted in vain");
+    assert_eq!(
+        st.stats().evicted_keys,
+        before.evicted_keys,
+        "nothing evicted in vain"
+    );
     assert_eq!(exist1(&mut st, "huge"), 1);
 }
