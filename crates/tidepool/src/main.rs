@@ -189,6 +189,13 @@ async fn master(args: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Host the client HTTP endpoint binds: the node's own host without a port.
+fn client_http_host(host: &str) -> String {
+    tidepool_client::split_host_port(host)
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        .unwrap_or_else(|_| "127.0.0.1".to_string())
+}
+
 async fn node(args: Vec<String>) -> anyhow::Result<()> {
     let f = match flags::parse_node_flags(&args) {
         Ok(f) => f,
@@ -228,8 +235,16 @@ async fn node(args: Vec<String>) -> anyhow::Result<()> {
         size = f.global_segment_size,
         "tidepool node serving"
     );
+    let mut http = String::new();
+    if f.enable_http_server {
+        let l = TcpListener::bind((client_http_host(&f.host), f.http_port))
+            .await
+            .with_context(|| format!("bind client http port {}", f.http_port))?;
+        http = format!(" http={}", l.local_addr()?);
+        tokio::spawn(tidepool_client::http::serve(l, client.clone()));
+    }
     println!(
-        "READY segment={} data={}",
+        "READY segment={} data={}{http}",
         client.hostname(),
         client.engine().endpoint()
     );

@@ -266,3 +266,35 @@ async fn put_then_immediate_get_from_another_client() {
     writer.close().await.unwrap();
     reader.close().await.unwrap();
 }
+
+/// The client HTTP endpoint (contract §4.5) of a node that enables it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_client_http_endpoint() {
+    use crate::cluster::{http_get, node_with};
+    let m = master(&[]);
+    let rpc = m.field("rpc");
+    let n = node_with(
+        &rpc,
+        "8MB",
+        &[
+            "--host=127.0.0.1",
+            "--metadata_server=P2PHANDSHAKE",
+            "--enable_http_server",
+            "--http_port=0",
+        ],
+    );
+    let base = format!("http://{}", n.field("http"));
+    let (status, body) = http_get(&format!("{base}/health"));
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""status":"healthy""#), "{body}");
+    let (status, text) = http_get(&format!("{base}/metrics"));
+    assert_eq!(status, 200);
+    let hb = text
+        .lines()
+        .find_map(|l| l.strip_prefix("mooncake_client_rpc_count{rpc=\"heartbeat\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("heartbeat count");
+    assert!(hb >= 1, "the node heartbeats: {hb}");
+    assert!(text.contains("mooncake_transfer_put_latency_bucket"));
+    assert_eq!(http_get(&format!("{base}/metrics/summary")).0, 200);
+}
