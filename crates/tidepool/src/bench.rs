@@ -88,6 +88,14 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
     if a.meta_objects > 0 {
         meta(&client, &a, run).await?;
     }
+    let means: Vec<String> = ["put_start", "put_end", "get_replica_list", "exist_key"]
+        .iter()
+        .filter_map(|&r| {
+            let (mean, n) = client.metrics().rpc_mean(r)?;
+            Some(format!("{r} {:.1} us (n={n})", mean.as_secs_f64() * 1e6))
+        })
+        .collect();
+    println!("master RPC means: {}", means.join(", "));
     let _ = client.close().await;
     Ok(())
 }
