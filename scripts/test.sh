@@ -46,8 +46,9 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  # Doctests first: nextest's summary line should close the Rust part.
   cargo test --workspace --doc -q
+  cargo nextest run --workspace --no-fail-fast
 else
   cargo test --workspace --no-fail-fast
 fi
