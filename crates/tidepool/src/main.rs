@@ -104,14 +104,21 @@ async fn shutdown_signal() {
     }
 }
 
-async fn master(args: Vec<String>) -> anyhow::Result<()> {
-    let f = match flags::parse_master_flags(&args) {
-        Ok(f) => f,
+/// A parsed command line, or `None` after printing the usage text that `--help` asked for.
+fn flags_or_help<T>(parsed: Result<T, String>) -> anyhow::Result<Option<T>> {
+    match parsed {
+        Ok(f) => Ok(Some(f)),
         Err(msg) if flags::is_help(&msg) => {
             println!("{msg}");
-            return Ok(());
+            Ok(None)
         }
-        Err(msg) => return Err(anyhow::anyhow!(msg)),
+        Err(msg) => Err(anyhow::anyhow!(msg)),
+    }
+}
+
+async fn master(args: Vec<String>) -> anyhow::Result<()> {
+    let Some(f) = flags_or_help(flags::parse_master_flags(&args))? else {
+        return Ok(());
     };
     for w in &f.warnings {
         warn!("{w}");
@@ -201,13 +208,8 @@ fn client_http_host(host: &str) -> String {
 }
 
 async fn node(args: Vec<String>) -> anyhow::Result<()> {
-    let f = match flags::parse_node_flags(&args) {
-        Ok(f) => f,
-        Err(msg) if flags::is_help(&msg) => {
-            println!("{msg}");
-            return Ok(());
-        }
-        Err(msg) => return Err(anyhow::anyhow!(msg)),
+    let Some(f) = flags_or_help(flags::parse_node_flags(&args))? else {
+        return Ok(());
     };
     for w in &f.warnings {
         warn!("{w}");

@@ -89,23 +89,13 @@ impl MasterState {
             return PutStartResult::Failed(ErrorCode::NoAvailableHandle);
         }
         let strategy = self.settings.allocation_strategy;
-        let mut reps = placement::place(
-            &mut self.segments,
-            &mut self.rng,
-            strategy,
-            cfg,
-            size,
-            writer,
-        );
+        let place = |st: &mut MasterState| {
+            placement::place(&mut st.segments, &mut st.rng, strategy, cfg, size, writer)
+        };
+        let mut reps = place(self);
+        // Reactive eviction (contract §3.6): make room in the put path, then try once more.
         if reps.is_empty() && self.settings.eviction_ratio > 0.0 && self.reactive_evict(now, size) {
-            reps = placement::place(
-                &mut self.segments,
-                &mut self.rng,
-                strategy,
-                cfg,
-                size,
-                writer,
-            );
+            reps = place(self);
         }
         if reps.is_empty() {
             self.counters.alloc_failures += 1;
