@@ -13,6 +13,7 @@
 //! readable. A get is `GetReplicas` (grants a lease) and one batched read per owner, checked
 //! against the lease deadline (-707 if it finished too late).
 
+mod ext;
 pub mod metadata;
 pub mod rpc;
 

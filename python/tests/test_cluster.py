@@ -1,0 +1,109 @@
+"""Threads, close races and replicas across processes."""
+
+import ctypes
+import threading
+import time
+
+from conftest import MiB, make_store, start_node
+from mooncake.store import ReplicateConfig
+
+
+def test_many_threads_on_one_store(store, client):
+    errors = []
+
+    def work(t):
+        try:
+            for i in range(40):
+                key = f"t{t}-{i}"
+                value = f"{t}:{i}".encode() * 50
+                assert store.put(key, value) == 0
+                assert client.is_exist(key) == 1
+                assert client.get(key) == value
+                buf = ctypes.create_string_buffer(len(value) + 10)
+                assert store.get_into(key, ctypes.addressof(buf), len(value) + 10) == len(value)
+                assert buf.raw[: len(value)] == value
+                assert client.batch_is_exist([key, "nope"]) == [1, 0]
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+
+
+def test_calls_racing_close_never_crash(master):
+    s = make_store(master)
+    assert s.put("race", b"v" * 1000) == 0
+    stop = threading.Event()
+    seen = set()
+    errors = []
+
+    def hammer():
+        buf = ctypes.create_string_buffer(2000)
+        try:
+            while not stop.is_set():
+                seen.add(s.is_exist("race"))
+                s.get("race")
+                seen.add(s.get_into("race", ctypes.addressof(buf), 2000))
+                s.put("race2", b"x")
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for _ in range(3):
+        assert s.close() == 0
+        assert s.setup("127.0.0.1", "P2PHANDSHAKE", 16 * MiB, 16 * MiB, "tcp", "", master) == 0
+    s.close()
+    time.sleep(0.1)  # let the threads run against the closed store
+    stop.set()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert all(isinstance(v, int) for v in seen)
+    assert -600 in seen  # some calls saw the closed store
+
+
+def test_replicas_survive_the_writers_close(tidepool_bin, tmp_path, master):
+    node = start_node(tidepool_bin, tmp_path, master)
+    try:
+        writer = make_store(master)
+        reader = make_store(master, segment=0)
+        cfg = ReplicateConfig()
+        cfg.replica_num = 2
+        values = {f"rep{i}": bytes([i]) * (64 << 10) for i in range(8)}
+        for k, v in values.items():
+            assert writer.put(k, v, config=cfg) == 0
+        for k in values:
+            descs = reader.get_replica_desc(k)
+            endpoints = {d.get_memory_descriptor().buffer_descriptor.transport_endpoint for d in descs}
+            assert len(descs) == 2 and len(endpoints) == 2
+        single = ReplicateConfig()
+        assert writer.put("lonely", b"x", config=single) == 0
+        writer_segment = writer.get_hostname()
+        assert writer.close() == 0
+        for k, v in values.items():
+            assert reader.is_exist(k) == 1
+            assert reader.get(k) == v
+            descs = reader.get_replica_desc(k)
+            assert len(descs) == 1
+            assert descs[0].get_memory_descriptor().buffer_descriptor.transport_endpoint != writer_segment
+        # An object whose one replica sat in the writer's segment went with it, unless it was
+        # placed on the node.
+        lonely = reader.get_replica_desc("lonely")
+        assert reader.is_exist("lonely") == (1 if lonely else 0)
+        reader.close()
+    finally:
+        node.stop()
+
+
+def test_pure_client_puts_land_on_the_node(node, master):
+    c = make_store(master, segment=0)
+    assert c.put("onnode", b"data") == 0
+    d = c.get_replica_desc("onnode")
+    assert d[0].get_memory_descriptor().buffer_descriptor.transport_endpoint == node
+    c.close()
