@@ -92,10 +92,26 @@ def start_node(tidepool_bin, tmp_path, master_addr, size="64MB"):
 
 
 @pytest.fixture
-def master(tidepool_bin, tmp_path):
+def master_proc(tidepool_bin, tmp_path):
+    """The master process; `ready` holds its `rpc`, `metrics` (admin HTTP) addresses."""
     m = start_master(tidepool_bin, tmp_path)
-    yield m.ready["rpc"]
+    yield m
     m.stop()
+
+
+@pytest.fixture
+def master(master_proc):
+    """The master's RPC address."""
+    return master_proc.ready["rpc"]
+
+
+def segments(master_proc):
+    """Mounted segment names, from the master's admin `/get_all_segments`."""
+    import urllib.request
+
+    url = f"http://{master_proc.ready['metrics']}/get_all_segments"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return [line for line in r.read().decode().split("\n") if line]
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import ctypes
 import threading
 import time
 
-from conftest import MiB, make_store, start_node
-from mooncake.store import ReplicateConfig
+from conftest import MiB, make_store, segments, start_node
+from mooncake.store import MooncakeDistributedStore, ReplicateConfig
 
 
 def test_many_threads_on_one_store(store, client):
@@ -107,3 +107,23 @@ def test_pure_client_puts_land_on_the_node(node, master):
     d = c.get_replica_desc("onnode")
     assert d[0].get_memory_descriptor().buffer_descriptor.transport_endpoint == node
     c.close()
+
+
+def test_concurrent_setups_leave_one_client(master_proc, master):
+    s = MooncakeDistributedStore()
+    codes = []
+
+    def setup():
+        codes.append(s.setup("127.0.0.1", "P2PHANDSHAKE", 16 * MiB, 16 * MiB, "tcp", "", master))
+
+    threads = [threading.Thread(target=setup) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert codes == [0, 0, 0, 0]
+    assert s.put("after", b"v") == 0 and s.get("after") == b"v"
+    assert segments(master_proc) == [s.get_hostname()]  # the displaced clients left
+    s.close()
+    assert s.health_check() == 1
+    assert segments(master_proc) == []

@@ -160,3 +160,44 @@ def test_async_store(master):
     s.close()
     with pytest.raises(AttributeError):
         s.no_such_method
+
+
+def test_store_rest_service(master, tmp_path):
+    cfg = tmp_path / "svc.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "local_hostname": "127.0.0.1",
+                "metadata_server": "P2PHANDSHAKE",
+                "master_server_address": "unused:1",
+                "global_segment_size": "16MB",
+                "local_buffer_size": "16MB",
+            }
+        )
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-m", "mooncake.mooncake_store_service", "--config", str(cfg), "--port", "0",
+         "--host", "127.0.0.1", "-D", f"master_server_address={master}"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("READY rest=127.0.0.1:"), line
+        base = "http://127.0.0.1:" + line.strip().rsplit(":", 1)[1]
+        body = json.dumps({"key": "r k", "value": "hello"}).encode()
+        assert _req("PUT", f"{base}/api/put", body)[0] == 200
+        assert _req("PUT", f"{base}/api/put", b"not json")[0] == 400
+        assert _req("GET", f"{base}/api/get/r%20k") == (200, b"hello")
+        assert _req("GET", f"{base}/api/get/missing")[0] == 404
+        assert json.loads(_req("GET", f"{base}/api/exist/r%20k")[1]) == {"exists": True}
+        assert _req("DELETE", f"{base}/api/remove/r%20k")[0] == 500  # read lease held (-706)
+        body = json.dumps({"key": "unread", "value": "x"}).encode()
+        assert _req("PUT", f"{base}/api/put", body)[0] == 200
+        assert _req("DELETE", f"{base}/api/remove/unread")[0] == 200
+        assert _req("DELETE", f"{base}/api/remove/unread")[0] == 404
+        assert json.loads(_req("GET", f"{base}/api/exist/unread")[1]) == {"exists": False}
+        assert _req("DELETE", f"{base}/api/remove_all")[0] == 200
+    finally:
+        p.terminate()
+        p.wait(timeout=10)

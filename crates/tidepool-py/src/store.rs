@@ -192,13 +192,21 @@ impl Store {
                 e.code().as_i32()
             }
             Some(Ok(client)) => {
-                *self.live.write() = Some(Arc::new(Live {
+                let live = Arc::new(Live {
                     client,
                     local: Arc::new(LocalBuf {
                         cap: local_buffer_size,
                         used: AtomicU64::new(0),
                     }),
-                }));
+                });
+                // A concurrent setup may have won the race: the last one stays, the other
+                // leaves the cluster cleanly instead of lingering until its heartbeats stop.
+                let displaced = self.live.write().replace(live);
+                if let Some(old) = displaced {
+                    let client = old.client.clone();
+                    drop(old);
+                    let _ = block(py, async move { client.close().await });
+                }
                 0
             }
         }
