@@ -127,3 +127,60 @@ def test_concurrent_setups_leave_one_client(master_proc, master):
     s.close()
     assert s.health_check() == 1
     assert segments(master_proc) == []
+
+
+def test_blocking_calls_release_the_gil(master_proc, master):
+    import os
+    import signal
+
+    s = make_store(master)
+    assert s.put("gil", b"v") == 0
+    res = []
+    os.kill(master_proc.p.pid, signal.SIGSTOP)  # the next master call blocks until SIGCONT
+    try:
+        t = threading.Thread(target=lambda: res.append(s.is_exist("gil")))
+        t.start()
+        time.sleep(0.3)
+        # This thread ran while the other one was blocked inside is_exist: the GIL was free.
+        blocked = t.is_alive()
+    finally:
+        os.kill(master_proc.p.pid, signal.SIGCONT)
+    t.join(timeout=30)
+    assert blocked and res == [1]
+    s.close()
+
+
+def test_setup_releases_the_gil_while_connecting(monkeypatch):
+    import socket
+
+    monkeypatch.setenv("MC_RPC_CONNECT_TIMEOUT_MS", "1500")
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        addr = "127.0.0.1:%d" % silent.getsockname()[1]
+        s = MooncakeDistributedStore()
+        res = []
+        t = threading.Thread(
+            target=lambda: res.append(s.setup("127.0.0.1", "P2PHANDSHAKE", 16 * MiB, 16 * MiB, "tcp", "", addr))
+        )
+        t.start()
+        time.sleep(0.3)
+        blocked = t.is_alive()
+        assert s.is_exist("k") == -600  # a call racing setup sees "not set up"
+        t.join(timeout=30)
+    assert blocked and len(res) == 1 and res[0] < 0
+
+
+def test_master_gone_gives_negative_codes(master_proc, master):
+    s = make_store(master)
+    assert s.put("k", b"v") == 0
+    master_proc.stop()
+    rc = s.is_exist("k")
+    assert rc < 0 and rc != -1
+    assert s.get("k") == b""
+    assert s.put("k2", b"v") < 0
+    deadline = time.time() + 10
+    while s.health_check() != 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert s.health_check() == 2
+    assert s.close() == 0
