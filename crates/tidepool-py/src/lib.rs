@@ -8,6 +8,7 @@
 
 mod args;
 mod config;
+mod device;
 mod objects;
 mod store;
 

@@ -8,6 +8,7 @@
 
 use crate::args::{ByteView, key_list, raw_slice, raw_slice_mut, u64_arg, u64_list, u64_lists};
 use crate::config::config_arg;
+use crate::device::is_device;
 use crate::objects::{BufferHandle, Descriptor, MemoryDescriptor, ReplicaDescriptor};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
@@ -384,7 +385,7 @@ impl Store {
             Ok(c) => c,
             Err(code) => return Ok(code),
         };
-        if ptr == 0 || size == 0 {
+        if ptr == 0 || size == 0 || is_device(ptr) {
             return Ok(INVALID);
         }
         // SAFETY: the contract makes the caller own `size` readable bytes at `ptr` for the
@@ -422,7 +423,12 @@ impl Store {
             Ok(c) => c,
             Err(code) => return Ok(code),
         };
-        if (ptr == 0 && size > 0) || (mptr == 0 && msize > 0) || size + msize == 0 {
+        if (ptr == 0 && size > 0)
+            || (mptr == 0 && msize > 0)
+            || size.saturating_add(msize) == 0
+            || is_device(ptr)
+            || is_device(mptr)
+        {
             return Ok(INVALID);
         }
         // SAFETY: the caller owns both ranges for the call (§1.5); null pointers with non-zero
@@ -469,11 +475,12 @@ impl Store {
             .iter()
             .zip(&sizes)
             .map(|(&p, &s)| {
-                if p == 0 {
+                if p == 0 || is_device(p) {
                     [&[][..]]
                 } else {
                     // SAFETY: the caller owns `s` readable bytes at `p` for the call (§1.4);
-                    // null is mapped to an empty slice, which the client refuses with -600.
+                    // null and device memory map to an empty slice, which the client refuses
+                    // with -600.
                     [unsafe { raw_slice(p, s) }]
                 }
             })
@@ -524,7 +531,11 @@ impl Store {
         let mut parts: Vec<Vec<&[u8]>> = Vec::with_capacity(n);
         for i in 0..n {
             let (p, s) = (&ptrs[i], &sizes[i]);
-            if p.len() != s.len() || p.iter().zip(s).any(|(&a, &l)| a == 0 && l > 0) {
+            if p.len() != s.len()
+                || p.iter()
+                    .zip(s)
+                    .any(|(&a, &l)| (a == 0 && l > 0) || is_device(a))
+            {
                 continue;
             }
             // SAFETY: the caller owns every `(ptr, size)` piece for the call (§1.4 gather);
@@ -661,7 +672,7 @@ impl Store {
         let Some(live) = self.live() else {
             return Ok(INVALID.into());
         };
-        if ptr == 0 {
+        if ptr == 0 || is_device(ptr) {
             return Ok(INVALID.into());
         }
         // SAFETY: the caller owns `size` writable bytes at `ptr` for the call (§1.4
@@ -698,7 +709,7 @@ impl Store {
         let mut refs = Vec::with_capacity(n);
         let mut bufs: Vec<&mut [u8]> = Vec::with_capacity(n);
         for i in 0..n {
-            if ptrs[i] == 0 {
+            if ptrs[i] == 0 || is_device(ptrs[i]) {
                 continue;
             }
             // SAFETY: the caller owns `sizes[i]` writable bytes at `ptrs[i]` for the call and
@@ -753,7 +764,11 @@ impl Store {
         let mut pieces: Vec<Vec<&mut [u8]>> = Vec::with_capacity(n);
         for i in 0..n {
             let (p, s) = (&ptrs[i], &sizes[i]);
-            if p.len() != s.len() || p.iter().zip(s).any(|(&a, &l)| a == 0 && l > 0) {
+            if p.len() != s.len()
+                || p.iter()
+                    .zip(s)
+                    .any(|(&a, &l)| (a == 0 && l > 0) || is_device(a))
+            {
                 continue;
             }
             // SAFETY: the caller owns every `(ptr, size)` piece as writable memory for the
@@ -866,7 +881,20 @@ impl Store {
         if ptr == 0 || size == 0 {
             return Ok(INVALID);
         }
-        Ok(py.allow_threads(|| status(&live.client.engine().register_memory(ptr, size))))
+        Ok(py.allow_threads(|| {
+            if crate::device::region_is_device(ptr) {
+                tracing::warn!(
+                    ptr,
+                    "register_buffer: GPU device memory is not supported yet"
+                );
+                return INVALID;
+            }
+            let rc = status(&live.client.engine().register_memory(ptr, size));
+            if rc == 0 {
+                crate::device::note_host_region(ptr, size);
+            }
+            rc
+        }))
     }
 
     fn unregister_buffer(&self, py: Python<'_>, buffer_ptr: &Bound<'_, PyAny>) -> PyResult<i32> {
@@ -874,7 +902,13 @@ impl Store {
         let Some(live) = self.live() else {
             return Ok(INVALID);
         };
-        Ok(py.allow_threads(|| status(&live.client.engine().unregister_memory(ptr))))
+        Ok(py.allow_threads(|| {
+            let rc = status(&live.client.engine().unregister_memory(ptr));
+            if rc == 0 {
+                crate::device::forget_region(ptr);
+            }
+            rc
+        }))
     }
 
     // ---- removal ----
