@@ -244,3 +244,22 @@ def test_mc_tcp_bind_address(master, monkeypatch):
     assert s.get_hostname().startswith("127.0.0.1:")
     s.close()
     os.environ.pop("MC_TCP_BIND_ADDRESS", None)
+
+
+def test_client_http_server(master):
+    import json
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    s = MooncakeDistributedStore()
+    assert s.setup(*ARGS, master, enable_client_http_server=True, client_http_port=port) == 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+        assert r.status == 200 and json.loads(r.read()) == {"status": "healthy", "code": 0}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert b"tidepool_client_healthy 1" in r.read()
+    s.close()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)

@@ -113,6 +113,7 @@ class MooncakeDistributedStore(Store):
             master_server_addr,
             bool(enable_ssd_offload),
             bool(enable_client_http_server),
+            client_http_port,
         )
 
     def _setup_dict(self, config):
@@ -132,7 +133,7 @@ class MooncakeDistributedStore(Store):
             local = parse_size(merged["local_buffer_size"])
             ssd = parse_bool(merged["enable_ssd_offload"])
             http = parse_bool(merged["enable_client_http_server"])
-            int(merged["client_http_port"])
+            http_port = int(merged["client_http_port"])
         except ValueError as e:
             log.error("setup: %s", e)
             return INVALID_PARAMS
@@ -140,10 +141,10 @@ class MooncakeDistributedStore(Store):
             log.error("setup: local_buffer_size must be 0 or in [1 KiB, 1 TiB]")
             return INVALID_PARAMS
         return self._start(
-            hostname, metadata, segment, local, merged["protocol"], merged["master_server_addr"], ssd, http
+            hostname, metadata, segment, local, merged["protocol"], merged["master_server_addr"], ssd, http, http_port
         )
 
-    def _start(self, hostname, metadata, segment, local, protocol, master, ssd, http):
+    def _start(self, hostname, metadata, segment, local, protocol, master, ssd, http, http_port=9300):
         """Checks the semantic rules of §1.3 and connects; 0 or a §2 code."""
         if not hostname:
             log.error("setup: empty local_hostname")
@@ -171,14 +172,36 @@ class MooncakeDistributedStore(Store):
         if ssd:
             log.error("setup: enable_ssd_offload needs an SSD tier, which this build lacks")
             return INVALID_PARAMS
-        if http:
-            log.warning("setup: the client HTTP server is not available yet; continuing without it")
         bind = os.environ.get("MC_TCP_BIND_ADDRESS", "").strip()
         host = hostname
         if bind and ":" not in hostname.strip("[]"):
             host = bind
         timeout = _env_ms("MC_RPC_CONNECT_TIMEOUT_MS", 30000)
-        return self._connect(master, host, segment, local, timeout)
+        self._stop_http()
+        rc = self._connect(master, host, segment, local, timeout)
+        if rc == 0 and http:
+            self._start_http(http_port)
+        return rc
+
+    def close(self):
+        self._stop_http()
+        return super().close()
+
+    def _start_http(self, port):
+        """The client HTTP endpoint (contract §4.5): ``GET /health``, ``/metrics``,
+        ``/metrics/summary``. A port that cannot be bound is logged, not fatal."""
+        from ._client_http import serve
+
+        try:
+            self.__dict__["_http"] = serve(self, "0.0.0.0", port)
+        except OSError as e:
+            log.error("setup: client HTTP server on port %s: %s", port, e)
+
+    def _stop_http(self):
+        srv = self.__dict__.pop("_http", None)
+        if srv is not None:
+            srv.shutdown()
+            srv.server_close()
 
     def setup_dummy(self, mem_pool_size, local_buffer_size, server_address):
         """Thin-client mode of a ``mooncake_client`` process: not available yet (-600)."""
