@@ -393,3 +393,18 @@ def test_no_space_is_200(master):
     big, bp = cbuf(8 * MiB)
     assert s.put_from("toobig", bp, 8 * MiB) == -200
     s.close()
+
+
+def test_edge_keys_and_duplicates(store):
+    b, p = cbuf(b"abcd")
+    assert store.batch_put_from(["dup", "dup"], [p, p], [4, 4]) == [0, 0]
+    o1, p1 = cbuf(8)
+    o2, p2 = cbuf(8)
+    assert store.batch_get_into(["dup", "dup"], [p1, p2], [8, 8]) == [4, 4]
+    assert o1.raw[:4] == o2.raw[:4] == b"abcd"
+    assert store.put("", b"x") == -600
+    assert store.get("") == b""
+    assert store.is_exist("") < 0
+    assert store.batch_is_exist(["", "dup"])[1] == 1
+    assert store.put("k" * 10000, b"x") in (0, -400)  # keys over 4 KiB may be rejected
+    assert store.remove_by_regex("([") == -600  # invalid pattern
