@@ -13,6 +13,8 @@ cargo build --release -p tidepool -q
 mkdir -p python/tidepool/src/tidepool/bin "$OUT"
 install -m 0755 "$TARGET/release/tidepool" python/tidepool/src/tidepool/bin/tidepool
 rm -f "$OUT"/tidepool-*.whl "$OUT"/tidepool_mooncake-*.whl
+# setuptools reuses build/ between runs; a stale copy could put removed files in the wheel.
+rm -rf python/tidepool-mooncake/build
 (cd python/tidepool && "$PY" -m maturin build --release --quiet -i "$PY" --out "$OUT")
 "$PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$OUT" python/tidepool-mooncake 2>/dev/null \
   || "$PY" -m pip wheel --quiet --no-deps -w "$OUT" python/tidepool-mooncake

@@ -201,3 +201,10 @@ def test_store_rest_service(master, tmp_path):
     finally:
         p.terminate()
         p.wait(timeout=10)
+
+
+def test_vllm_v0_alias():
+    import mooncake_vllm_adaptor
+    from mooncake.store import MooncakeDistributedStore
+
+    assert mooncake_vllm_adaptor.MooncakeDistributedStore is MooncakeDistributedStore
