@@ -91,6 +91,25 @@ impl Client {
             .collect()
     }
 
+    /// Reads objects found by [`lookup`](Self::lookup) (`sent` is its send instant) into their
+    /// pieces, one batched read per owning segment; results that finished after their lease are
+    /// -707. Lets a caller size its buffers between the lookup and the read.
+    pub async fn read_looked_up(
+        &self,
+        keys: &[&str],
+        views: Vec<Result<ObjectView>>,
+        sent: Instant,
+        pieces: &mut [Vec<&mut [u8]>],
+    ) -> Vec<Result<u64>> {
+        if keys.len() != pieces.len() || keys.len() != views.len() {
+            return keys
+                .iter()
+                .map(|_| Err(Error::invalid("keys, views and buffers differ in length")))
+                .collect();
+        }
+        self.read_views(keys, views, sent, pieces).await
+    }
+
     /// Reads looked-up objects into their pieces, one batched read per owning segment, and
     /// discards results that finished after their lease (-707).
     async fn read_views(

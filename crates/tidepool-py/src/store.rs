@@ -575,18 +575,10 @@ impl Store {
     // ---- copying gets ----
 
     fn get<'py>(&self, py: Python<'py>, key: &str) -> Bound<'py, PyBytes> {
-        let empty = || PyBytes::new(py, b"");
-        let Some(live) = self.live() else {
-            return empty();
-        };
-        let cap = live.local.cap;
-        let client = &live.client;
-        match block(py, async move {
-            client.batch_get_owned(&[key], cap).await.pop()
-        }) {
-            Some(Some(Ok(v))) => PyBytes::new(py, &v),
-            _ => empty(),
-        }
+        let got = self.get_many(py, &[key]);
+        got.into_iter()
+            .next()
+            .unwrap_or_else(|| PyBytes::new(py, b""))
     }
 
     fn get_batch<'py>(
@@ -595,24 +587,8 @@ impl Store {
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         let keys = key_list(keys)?;
-        let empty = || PyBytes::new(py, b"");
-        let Some(live) = self.live() else {
-            return Ok(keys.iter().map(|_| empty()).collect());
-        };
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let cap = live.local.cap;
-        let client = &live.client;
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let got =
-            block(py, async move { client.batch_get_owned(&refs, cap).await }).unwrap_or_default();
-        Ok((0..keys.len())
-            .map(|i| match got.get(i) {
-                Some(Ok(v)) => PyBytes::new(py, v),
-                _ => empty(),
-            })
-            .collect())
+        Ok(self.get_many(py, &refs))
     }
 
     fn get_buffer(&self, py: Python<'_>, key: &str) -> Option<BufferHandle> {
@@ -1021,7 +997,95 @@ impl Store {
     }
 }
 
+/// A new `bytes` object of `len` uninitialised bytes and the address of its storage; `None`
+/// (with the Python error cleared) when it cannot be allocated.
+fn uninit_bytes(py: Python<'_>, len: u64) -> Option<(Bound<'_, PyBytes>, u64)> {
+    let n = pyo3::ffi::Py_ssize_t::try_from(len).ok()?;
+    // SAFETY: with a null source, `PyBytes_FromStringAndSize` returns a new bytes object of `n`
+    // uninitialised bytes, or null with an exception set.
+    let raw = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), n) };
+    if raw.is_null() {
+        let _ = PyErr::take(py);
+        return None;
+    }
+    // SAFETY: `raw` is a new, owned reference to a bytes object.
+    let obj = unsafe { Bound::from_owned_ptr(py, raw).downcast_into_unchecked::<PyBytes>() };
+    // SAFETY: `obj` is a live bytes object; its storage holds `n` bytes plus a NUL.
+    let addr = unsafe { pyo3::ffi::PyBytes_AsString(obj.as_ptr()) } as u64;
+    Some((obj, addr))
+}
+
 impl Store {
+    /// Copying reads (`get`, `get_batch`): one lookup, then each object is read straight into
+    /// a fresh `bytes` object of its size, with the GIL released. `b""` for every failure and
+    /// for objects larger than the local buffer.
+    fn get_many<'py>(&self, py: Python<'py>, keys: &[&str]) -> Vec<Bound<'py, PyBytes>> {
+        let empty = || PyBytes::new(py, b"");
+        let Some(live) = self.live() else {
+            return keys.iter().map(|_| empty()).collect();
+        };
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let client = &live.client;
+        let cap = live.local.cap;
+        let Some((views, sent)) = block(py, async move { client.lookup(keys).await }) else {
+            return keys.iter().map(|_| empty()).collect();
+        };
+        let mut objs: Vec<Option<Bound<'py, PyBytes>>> = Vec::with_capacity(keys.len());
+        let mut spans: Vec<Option<(u64, u64)>> = Vec::with_capacity(keys.len());
+        let mut wanted = Vec::with_capacity(keys.len());
+        for v in views {
+            let target = match &v {
+                Ok(view) if view.size > 0 && view.size <= cap => {
+                    uninit_bytes(py, view.size).map(|(o, a)| (o, a, view.size))
+                }
+                _ => None,
+            };
+            match target {
+                Some((obj, addr, len)) => {
+                    objs.push(Some(obj));
+                    spans.push(Some((addr, len)));
+                    wanted.push(v);
+                }
+                None => {
+                    objs.push(None);
+                    spans.push(None);
+                    wanted.push(Err(tidepool_common::Error::invalid("not read")));
+                }
+            }
+        }
+        // Initialise the storage (cheaper than a copy, and without the GIL) so that it can be
+        // handed to the reader as ordinary byte slices.
+        py.allow_threads(|| {
+            for &(addr, len) in spans.iter().flatten() {
+                // SAFETY: `addr` points at `len` writable bytes of a bytes object created above
+                // and referenced only by `objs`.
+                unsafe { std::ptr::write_bytes(addr as usize as *mut u8, 0, len as usize) };
+            }
+        });
+        let mut pieces: Vec<Vec<&mut [u8]>> = spans
+            .iter()
+            .map(|span| match *span {
+                // SAFETY: as above; the storage is now initialised, and nothing else reads or
+                // writes it until this function returns the objects.
+                Some((addr, len)) => vec![unsafe { raw_slice_mut(addr, len) }],
+                None => Vec::new(),
+            })
+            .collect();
+        let got = block(py, async move {
+            client.read_looked_up(keys, wanted, sent, &mut pieces).await
+        })
+        .unwrap_or_default();
+        objs.into_iter()
+            .enumerate()
+            .map(|(i, o)| match (o, got.get(i)) {
+                (Some(obj), Some(Ok(_))) => obj,
+                _ => empty(),
+            })
+            .collect()
+    }
+
     /// Replica descriptors per key (`None` for keys that failed); grants leases.
     fn replica_descs(
         &self,
