@@ -408,3 +408,18 @@ def test_edge_keys_and_duplicates(store):
     assert store.batch_is_exist(["", "dup"])[1] == 1
     assert store.put("k" * 10000, b"x") in (0, -400)  # keys over 4 KiB may be rejected
     assert store.remove_by_regex("([") == -600  # invalid pattern
+
+
+def test_hard_pinned_object_survives_eviction(master):
+    s = make_store(master, segment=8 * MiB)
+    pin = ReplicateConfig()
+    pin.with_hard_pin = True
+    src, sp = cbuf(b"P" * MiB)
+    assert s.put_from("pinned", sp, MiB, config=pin) == 0
+    fill, fp = cbuf(MiB)
+    codes = [s.put_from(f"filler{i}", fp, MiB) for i in range(40)]
+    assert set(codes) <= {0, -200} and codes.count(0) > 8  # the pool evicted to make room
+    assert s.is_exist("pinned") == 1
+    out, op = cbuf(MiB)
+    assert s.get_into("pinned", op, MiB) == MiB and out.raw == b"P" * MiB
+    s.close()
