@@ -136,17 +136,26 @@ def test_blocking_calls_release_the_gil(master_proc, master):
     s = make_store(master)
     assert s.put("gil", b"v") == 0
     res = []
+    done_at = []
+
+    def call():
+        res.append(s.is_exist("gil"))
+        done_at.append(time.perf_counter())
+
     os.kill(master_proc.p.pid, signal.SIGSTOP)  # the next master call blocks until SIGCONT
     try:
-        t = threading.Thread(target=lambda: res.append(s.is_exist("gil")))
+        t = threading.Thread(target=call)
+        t0 = time.perf_counter()
         t.start()
-        time.sleep(0.3)
-        # This thread ran while the other one was blocked inside is_exist: the GIL was free.
+        ticks = 0
+        while time.perf_counter() - t0 < 0.3:
+            ticks += 1  # pure-Python work: runs only while the other thread leaves the GIL free
         blocked = t.is_alive()
     finally:
         os.kill(master_proc.p.pid, signal.SIGCONT)
     t.join(timeout=30)
-    assert blocked and res == [1]
+    detail = (blocked, ticks, res, [d - t0 for d in done_at])
+    assert blocked and ticks > 1000 and res == [1], detail
     s.close()
 
 
