@@ -52,3 +52,27 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+
+# Python binding: builds both wheels once (release), installs them into a private venv and runs
+# the pytest suite against real master and node processes.
+run_python_tests() {
+  echo "== python: wheels and pytest"
+  local venv=.venv
+  if [ ! -x "$venv/bin/python" ]; then
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+      fi
+      rm -rf "$venv"
+      python3 -m venv "$venv"
+    fi
+  fi
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check maturin pytest
+  scripts/build_wheels.sh "$venv/bin/python"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+    target-wheels/tidepool-*.whl target-wheels/tidepool_mooncake-*.whl
+  # Run from the tests folder so the installed packages, not the sources, are imported.
+  (cd python/tests && "../../$venv/bin/python" -m pytest -q -p no:cacheprovider .)
+}
+
+run_python_tests

@@ -100,6 +100,71 @@ impl Client {
             .map(|v| v.size)
     }
 
+    /// [`Client::lookup`] plus the instant the request left, from which lease deadlines
+    /// count; for callers that size their buffers between the lookup and the read.
+    pub async fn lookup_timed(&self, keys: &[&str]) -> (Vec<Result<ObjectView>>, Instant) {
+        let sent = Instant::now();
+        (self.lookup(keys).await, sent)
+    }
+
+    /// Reads objects found by [`Client::lookup_timed`] (`sent` is its send instant) into their
+    /// pieces; results that finished after their lease are -707.
+    pub async fn read_looked_up(
+        &self,
+        keys: &[&str],
+        views: Vec<Result<ObjectView>>,
+        sent: Instant,
+        pieces: &mut [Vec<&mut [u8]>],
+    ) -> Vec<Result<u64>> {
+        if keys.len() != pieces.len() || keys.len() != views.len() {
+            return keys
+                .iter()
+                .map(|_| Err(Error::invalid("keys, views and buffers differ in length")))
+                .collect();
+        }
+        self.read_views(keys, views, pieces, sent).await
+    }
+
+    /// Reads whole objects into fresh vectors (one lookup, then reads into exactly sized
+    /// buffers); objects larger than `limit` fail with -600, the local-buffer rule of
+    /// Mooncake's copying APIs.
+    pub async fn batch_get_owned(&self, keys: &[&str], limit: u64) -> Vec<Result<Vec<u8>>> {
+        let (views, sent) = self.lookup_timed(keys).await;
+        let mut owned: Vec<Vec<u8>> = Vec::with_capacity(keys.len());
+        let views: Vec<Result<ObjectView>> = views
+            .into_iter()
+            .zip(keys)
+            .map(|(v, key)| {
+                let view = v.and_then(|view| {
+                    if view.size > limit {
+                        return Err(Error::invalid(format!(
+                            "object larger than the local buffer: key={key} size={} limit={limit}",
+                            view.size
+                        )));
+                    }
+                    usize::try_from(view.size)
+                        .map(|_| view)
+                        .map_err(|_| Error::invalid("object too large for this host"))
+                });
+                owned.push(match &view {
+                    Ok(v) => vec![0u8; v.size as usize],
+                    Err(_) => Vec::new(),
+                });
+                view
+            })
+            .collect();
+        let sizes = {
+            let mut pieces: Vec<Vec<&mut [u8]>> =
+                owned.iter_mut().map(|b| vec![b.as_mut_slice()]).collect();
+            self.read_views(keys, views, &mut pieces, sent).await
+        };
+        sizes
+            .into_iter()
+            .zip(owned)
+            .map(|(r, b)| r.map(|_| b))
+            .collect()
+    }
+
     /// Reads the objects `views` describe into `bufs`.
     async fn read_views(
         &self,
