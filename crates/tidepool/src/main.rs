@@ -6,7 +6,9 @@
 //! - `tidepool node [flags]`: a storage process contributing a segment (`mooncake_client`).
 //! - `tidepool bench [options]`: load generator against a running cluster.
 //! - `tidepool replay --trace FILE`: replays a FAST'25 request trace against a cluster.
+//! - `tidepool status|segments|key KEY [--admin HOST:PORT]`: admin views ([`admin_cli`]).
 
+mod admin_cli;
 mod bench;
 mod flags;
 mod replay;
@@ -36,13 +38,14 @@ fn main() {
         "node" => run(node(rest)),
         "bench" => run(bench::main(rest)),
         "replay" => run(replay::main(rest)),
+        "status" | "segments" | "key" => admin_cli::main(&args[1..]),
         "-V" | "--version" | "version" => {
             println!("tidepool {}", env!("CARGO_PKG_VERSION"));
             0
         }
         _ => {
             eprintln!(
-                "usage: tidepool <master|node|bench|replay> [flags]\n  master  metadata and allocation service (Mooncake master flags)\n  node    storage process contributing a segment\n  bench   load generator against a running cluster\n  replay  replay a request trace against a running cluster"
+                "usage: tidepool <master|node|bench|replay|status|segments|key> [flags]\n  master  metadata and allocation service (Mooncake master flags)\n  node    storage process contributing a segment\n  bench   load generator against a running cluster\n  replay  replay a request trace against a running cluster\n  status | segments | key KEY  admin views of a running master (--admin HOST:PORT)"
             );
             if sub.is_empty() || sub == "-h" || sub == "--help" {
                 0
