@@ -68,20 +68,28 @@ function drawChart(canvas, series, fmt, nowMs, spanMs, yMaxMin) {
   ctx.textAlign = "center";
   ctx.textBaseline = "top";
   const t0 = nowMs - spanMs;
-  for (let m = 0; m <= spanMs / 60000; m++) {
-    const x = left + pw * (1 - m * 60000 / spanMs);
-    ctx.fillText(m === 0 ? "now" : "-" + m + "m", x, top + ph + 4);
+  const tick = spanMs <= 60000 ? 10000 : 60000;
+  for (let k = 0; k * tick <= spanMs; k++) {
+    const x = Math.max(left + 8, left + pw * (1 - k * tick / spanMs));
+    const label = k === 0 ? "now" : tick < 60000 ? "-" + (k * tick / 1000) + "s" : "-" + (k * tick / 60000) + "m";
+    ctx.fillText(label, x, top + ph + 4);
   }
   for (const s of series) {
     ctx.strokeStyle = s.color;
     ctx.lineWidth = 2;
+    ctx.fillStyle = s.color;
     ctx.beginPath();
     let pen = false;
-    for (const [t, v] of s.points) {
+    const pts = s.points;
+    for (let i = 0; i < pts.length; i++) {
+      const [t, v] = pts[i];
       if (v === null || t < t0) { pen = false; continue; }
       const x = left + pw * (t - t0) / spanMs;
       const y = top + ph - ph * v / ymax;
       if (pen) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+      // A point with no neighbour would draw nothing as a line: mark it with a dot.
+      const next = pts[i + 1];
+      if (!pen && (!next || next[1] === null)) ctx.fillRect(x - 2, y - 2, 4, 4);
       pen = true;
     }
     ctx.stroke();
@@ -125,7 +133,7 @@ function render(d) {
     tr.dataset.used = String(s.allocator_used_bytes);
     tr.dataset.capacity = String(s.allocator_capacity_bytes);
     const cells = [
-      [s.segment_name, ""], [s.te_endpoint, ""], [String(s.client_id), ""],
+      [s.segment_name, ""], [s.te_endpoint, ""], [s.client_id, ""],
       [fmtBytes(s.allocator_used_bytes), "num"], [fmtBytes(s.allocator_capacity_bytes), "num"],
     ];
     for (const [text, cls] of cells) {
@@ -147,8 +155,10 @@ function render(d) {
   }
 
   const h = d.history;
-  const span = 5 * 60 * 1000;
   const now = d.now_ms;
+  // Show the history the master has, between one and five minutes of it.
+  const have = h.length ? now - h[0].t_ms : 0;
+  const span = Math.min(5 * 60000, Math.max(60000, Math.ceil(have / 60000) * 60000));
   const pts = (f) => h.map((r) => [r.t_ms, f(r)]);
   drawChart(document.getElementById("chart-ops"), [
     { points: pts((r) => r.put_ops), color: COLORS[0] },

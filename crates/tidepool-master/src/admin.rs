@@ -112,7 +112,8 @@ fn segment_json(s: &SegmentView) -> Value {
     json!({
         "segment_name": s.spec.name,
         "segment_id": s.id.0,
-        "client_id": s.client.0,
+        // A string: ids are 64-bit and JavaScript numbers keep only 53 bits.
+        "client_id": format!("{:016x}", s.client.0),
         "size_bytes": s.spec.size,
         "te_endpoint": s.spec.endpoint,
         "protocol": s.spec.protocol,

@@ -274,7 +274,7 @@ fn segments_text(d: &Value) -> String {
             vec![
                 s(g, "segment_name").to_string(),
                 s(g, "te_endpoint").to_string(),
-                u(g, "client_id").to_string(),
+                s(g, "client_id").to_string(),
                 s(g, "status").to_string(),
                 bytes(used),
                 bytes(cap),
@@ -287,7 +287,7 @@ fn segments_text(d: &Value) -> String {
             "SEGMENT", "ENDPOINT", "CLIENT", "STATUS", "USED", "CAPACITY", "USE",
         ],
         &rows,
-        &[2, 4, 5, 6],
+        &[4, 5, 6],
     );
     let used: u64 = segs.iter().map(|g| u(g, "allocator_used_bytes")).sum();
     let cap: u64 = segs.iter().map(|g| u(g, "allocator_capacity_bytes")).sum();
@@ -373,9 +373,9 @@ mod tests {
     #[test]
     fn segment_table_sums_use() {
         let d = serde_json::json!({"segments": [
-            {"segment_name": "n1", "te_endpoint": "127.0.0.1:1", "client_id": 7, "status": "OK",
+            {"segment_name": "n1", "te_endpoint": "127.0.0.1:1", "client_id": "07", "status": "OK",
              "allocator_used_bytes": 1024, "allocator_capacity_bytes": 4096},
-            {"segment_name": "n2", "te_endpoint": "127.0.0.1:2", "client_id": 8, "status": "OK",
+            {"segment_name": "n2", "te_endpoint": "127.0.0.1:2", "client_id": "08", "status": "OK",
              "allocator_used_bytes": 0, "allocator_capacity_bytes": 4096}]});
         let t = segments_text(&d);
         assert!(t.contains("n1"), "{t}");

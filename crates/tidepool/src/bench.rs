@@ -17,6 +17,9 @@ struct Opts {
     latency_ops: usize,
     segment_size: u64,
     no_shm: bool,
+    /// Leave the written objects in the pool (to look at them on the dashboard or with
+    /// `tidepool key`) instead of removing them at the end.
+    keep: bool,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
@@ -28,6 +31,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
         latency_ops: 2000,
         segment_size: 0,
         no_shm: false,
+        keep: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -58,6 +62,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
                 o.segment_size = tidepool_common::parse_size(&val()?).map_err(|e| anyhow!("{e}"))?
             }
             "no-shm" => o.no_shm = true,
+            "keep" => o.keep = true,
             other => return Err(anyhow!("unknown bench option: {other}")),
         }
     }
@@ -139,9 +144,11 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
             count as f64 / put_s,
             count as f64 / get_s
         );
-        let ks: Vec<&str> = keys.iter().map(String::as_str).collect();
-        for chunk in ks.chunks(1024) {
-            client.batch_remove(chunk, true).await;
+        if !o.keep {
+            let ks: Vec<&str> = keys.iter().map(String::as_str).collect();
+            for chunk in ks.chunks(1024) {
+                client.batch_remove(chunk, true).await;
+            }
         }
     }
 
@@ -199,8 +206,10 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
         .map(|i| format!("lat-{run_id}-{i}"))
         .collect();
     let ks: Vec<&str> = ks.iter().map(String::as_str).collect();
-    for chunk in ks.chunks(1024) {
-        client.batch_remove(chunk, true).await;
+    if !o.keep {
+        for chunk in ks.chunks(1024) {
+            client.batch_remove(chunk, true).await;
+        }
     }
     let _ = client.close().await;
     tokio::time::sleep(Duration::from_millis(10)).await;
