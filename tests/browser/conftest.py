@@ -105,6 +105,8 @@ def cluster(out_dir):
                     "node",
                     "--host=127.0.0.1",
                     f"--master_server_address={rpc}",
+                    # No metadata server in this cluster: peers exchange addresses directly.
+                    "--metadata_server=P2PHANDSHAKE",
                     f"--global_segment_size={size}",
                 ],
                 out_dir / f"node{i}.log",

@@ -177,17 +177,25 @@ def test_metrics_parse_cleanly_with_required_names(cluster):
 
 def test_dashboard_shows_what_metrics_say(cluster, browser, out_dir):
     rpc, admin = cluster["rpc"], cluster["admin"]
-    # Load: batch puts and gets of two sizes, 4 KiB single-op latency, exist batches.
+    # Load: bench (batch puts and gets of two sizes, 4 KiB single-op latency, exist
+    # batches; it removes its objects at the end), then fill leaves objects in the pool.
     bench = subprocess.run(
         [tidepool_bin(), "bench", "--master", rpc, "--sizes", "64KiB,1MiB", "--total", "32MiB",
-         "--latency-ops", "200", "--no-shm", "--keep"],
+         "--latency-ops", "200", "--no-shm"],
         capture_output=True, text=True, timeout=600,
     )
     (out_dir / "bench.txt").write_text(bench.stdout + bench.stderr)
     assert bench.returncode == 0, bench.stderr[-2000:]
+    for prefix, count, size in (("dash-big", 64, "256KiB"), ("dash-small", 100, "4KiB")):
+        fill = subprocess.run(
+            [tidepool_bin(), "fill", "--master", rpc, "--prefix", prefix, "--count", str(count),
+             "--size", size, "--no-shm"],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert fill.returncode == 0, fill.stdout[-1000:] + fill.stderr[-1000:]
     _, samples = scrape(admin)
-    # --keep leaves 512 x 64 KiB + 32 x 1 MiB + 200 x 4 KiB objects in the pool.
-    assert value(samples, "master_key_count") == 512 + 32 + 200
+    assert value(samples, "master_key_count") == 164
+    assert value(samples, "master_allocated_bytes") >= 64 * 256 * 1024 + 100 * 4096
     assert value(samples, "valid_get_nums_") > 0
     assert value(samples, "master_batch_put_start_items_total") > 0
 

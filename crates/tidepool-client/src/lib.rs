@@ -4,8 +4,12 @@
 //!
 //! # Layout
 //! - [`rpc`]: the pooled master connections.
-//! - [`metadata`]: the HTTP metadata service client (publishing `ram/` and `rpc_meta/`).
-//! - this file: [`Client`], the async API; [`BlockingClient`] wraps it with its own runtime.
+//! - [`metadata`]: the HTTP metadata service client (key layout, values, W7 recovery).
+//! - `publish`: publishing this client's `ram/` and `rpc_meta/` entries and re-publishing them
+//!   when they vanish (W6).
+//! - `put`: the put path (reserve, write, seal, commit or revoke).
+//! - `get`: the read path (lookup with lease, scatter read, lease deadline check).
+//! - this file: [`ClientConfig`], [`Client`] (connect, heartbeat, close) and [`BlockingClient`].
 //!
 //! A put is: `PutStart` at the master (allocates ranges on distinct segments), one batched
 //! write per owning segment through the transfer engine (acknowledged only when the bytes are
@@ -13,18 +17,22 @@
 //! readable. A get is `GetReplicas` (grants a lease) and one batched read per owner, checked
 //! against the lease deadline (-707 if it finished too late).
 
+mod get;
 pub mod metadata;
+mod publish;
+mod put;
 pub mod rpc;
 
+use metadata::MetadataBackend;
 use rpc::{HelloInfo, RpcPool, check};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tidepool_common::{Error, ErrorCode, Incarnation, Result, SegmentId};
-use tidepool_proto::data::Seal;
-use tidepool_proto::master::{MasterRequest, MasterResponse, PutEndItem, PutStartResult};
-use tidepool_proto::{ReplicateConfig, SegmentSpec};
-use tidepool_transfer::{EngineConfig, LocalSegment, ReadOp, Target, TransferEngine, WriteOp};
+use tidepool_proto::master::{MasterRequest, MasterResponse};
+use tidepool_proto::{ObjectView, SegmentSpec};
+use tidepool_transfer::{EngineConfig, LocalSegment, Target, TransferEngine};
 use tokio::sync::watch;
 
 /// How a client joins the pool.
@@ -32,10 +40,19 @@ use tokio::sync::watch;
 pub struct ClientConfig {
     /// Master RPC address `host:port`.
     pub master_addr: String,
-    /// Address the data server binds and advertises (e.g. "127.0.0.1").
+    /// Address the data server binds (e.g. "127.0.0.1").
     pub bind_host: String,
-    /// Data port (0 = any).
-    pub data_port: u16,
+    /// The segment name as the caller gave it (Mooncake's `local_hostname`): `host`,
+    /// `host:port` or `[v6]:port`. With a port, the data server binds that port and the name is
+    /// used verbatim; without one, a port is picked in `port_range`. Empty: `bind_host` plus
+    /// the picked port.
+    pub local_hostname: String,
+    /// Ports tried when `local_hostname` has none; `(0, 0)` lets the OS pick.
+    pub port_range: (u16, u16),
+    /// Bind attempts within `port_range` before giving up (`MC_STORE_CLIENT_SETUP_RETRIES`).
+    pub bind_retries: usize,
+    /// Metadata service: `P2PHANDSHAKE` (none) or `http://host:port/metadata`.
+    pub metadata_server: String,
     /// Bytes contributed to the pool; 0 = pure client.
     pub segment_size: u64,
     /// TCP lanes per peer.
@@ -51,7 +68,10 @@ impl Default for ClientConfig {
         Self {
             master_addr: "127.0.0.1:50051".into(),
             bind_host: "127.0.0.1".into(),
-            data_port: 0,
+            local_hostname: String::new(),
+            port_range: (0, 0),
+            bind_retries: 20,
+            metadata_server: "P2PHANDSHAKE".into(),
             segment_size: 0,
             lanes: 8,
             enable_shm: true,
@@ -60,14 +80,49 @@ impl Default for ClientConfig {
     }
 }
 
+/// Splits `host`, `host:port`, `[v6]` or `[v6]:port` into the host and the optional port.
+pub fn split_host_port(s: &str) -> Result<(String, Option<u16>)> {
+    let bad = || Error::invalid(format!("bad local_hostname: value={s:?}"));
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']').ok_or_else(bad)?;
+        return match tail {
+            "" => Ok((format!("[{host}]"), None)),
+            t => {
+                let p = t.strip_prefix(':').ok_or_else(bad)?;
+                Ok((format!("[{host}]"), Some(p.parse().map_err(|_| bad())?)))
+            }
+        };
+    }
+    match s.rsplit_once(':') {
+        // A bare IPv6 address has several colons and no port.
+        Some((h, p)) if !h.contains(':') => {
+            Ok((h.to_string(), Some(p.parse().map_err(|_| bad())?)))
+        }
+        _ if s.is_empty() => Err(bad()),
+        _ => Ok((s.to_string(), None)),
+    }
+}
+
+/// This client's own segment, once mounted.
+#[derive(Clone)]
+struct Mounted {
+    seg: Arc<LocalSegment>,
+    spec: SegmentSpec,
+    id: SegmentId,
+}
+
 struct Inner {
     rpc: RpcPool,
     engine: TransferEngine,
+    /// The segment name (`get_hostname()`).
     name: String,
-    segment: parking_lot::Mutex<Option<(Arc<LocalSegment>, SegmentSpec, SegmentId)>>,
+    segment: parking_lot::Mutex<Option<Mounted>>,
+    /// Resolved targets of segments by id; an id is never reused, so entries never go stale
+    /// silently, and they are dropped on transfer failure (W8).
     segments: parking_lot::Mutex<HashMap<SegmentId, Target>>,
     stop: watch::Sender<bool>,
-    last_heartbeat_ok: std::sync::atomic::AtomicBool,
+    last_heartbeat_ok: AtomicBool,
+    publisher: Option<publish::Publisher>,
 }
 
 /// The async client. Cheap to clone; every method is safe to call from many tasks at once.
@@ -76,27 +131,52 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-/// Wait between polls while another writer's put of the same key is in flight (W11).
-const IN_FLIGHT_POLL: Duration = Duration::from_micros(500);
-/// Give up waiting for another writer after this long (the master's take-over age is 30 s).
-const IN_FLIGHT_MAX_WAIT: Duration = Duration::from_secs(35);
+/// Starts the engine on `host` with a port from the config's rules; returns it and the name.
+async fn start_engine(cfg: &ClientConfig) -> Result<(TransferEngine, String)> {
+    let (name_host, fixed_port) = if cfg.local_hostname.is_empty() {
+        (cfg.bind_host.clone(), None)
+    } else {
+        split_host_port(&cfg.local_hostname)?
+    };
+    let engine_cfg = |port| EngineConfig {
+        bind_host: cfg.bind_host.clone(),
+        port,
+        lanes: cfg.lanes,
+        enable_shm: cfg.enable_shm,
+        ..EngineConfig::default()
+    };
+    if let Some(port) = fixed_port {
+        let engine = TransferEngine::start(engine_cfg(port)).await?;
+        return Ok((engine, cfg.local_hostname.clone()));
+    }
+    let (lo, hi) = cfg.port_range;
+    if lo == 0 || hi < lo {
+        let engine = TransferEngine::start(engine_cfg(0)).await?;
+        let port = engine
+            .endpoint()
+            .rsplit_once(':')
+            .map(|(_, p)| p.to_string())
+            .unwrap_or_default();
+        return Ok((engine, format!("{name_host}:{port}")));
+    }
+    let mut last = None;
+    for _ in 0..cfg.bind_retries.max(1) {
+        let port = lo + (rand::random::<u16>() % (hi - lo + 1));
+        match TransferEngine::start(engine_cfg(port)).await {
+            Ok(engine) => return Ok((engine, format!("{name_host}:{port}"))),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::internal("no port in range")))
+}
 
 impl Client {
-    /// Starts the transfer engine, registers with the master and mounts the segment, if any.
+    /// Starts the transfer engine, registers with the master, mounts the segment (if any) and
+    /// publishes the metadata entries (if a metadata server is configured).
     pub async fn connect(cfg: ClientConfig) -> Result<Client> {
-        let engine = TransferEngine::start(EngineConfig {
-            bind_host: cfg.bind_host.clone(),
-            port: cfg.data_port,
-            lanes: cfg.lanes,
-            enable_shm: cfg.enable_shm,
-            ..EngineConfig::default()
-        })
-        .await?;
-        let name = engine.endpoint();
-        let host = name
-            .rsplit_once(':')
-            .map(|(h, _)| h.to_string())
-            .unwrap_or_default();
+        let backend = MetadataBackend::parse(&cfg.metadata_server).map_err(Error::invalid)?;
+        let (engine, name) = start_engine(&cfg).await?;
+        let host = split_host_port(&name).map(|(h, _)| h).unwrap_or_default();
         let rpc = RpcPool::new(
             &cfg.master_addr,
             cfg.rpc_connections,
@@ -106,7 +186,14 @@ impl Client {
                 host_id: engine.host_id(),
             },
         );
-        rpc.establish().await?;
+        if let Err(e) = rpc.establish().await {
+            engine.shutdown().await;
+            return Err(e);
+        }
+        let publisher = match backend {
+            MetadataBackend::P2pHandshake => None,
+            MetadataBackend::Http { base_url } => Some(publish::Publisher::new(&base_url, &name)),
+        };
         let (stop, _) = watch::channel(false);
         let client = Client {
             inner: Arc::new(Inner {
@@ -116,23 +203,13 @@ impl Client {
                 segment: parking_lot::Mutex::new(None),
                 segments: parking_lot::Mutex::new(HashMap::new()),
                 stop,
-                last_heartbeat_ok: std::sync::atomic::AtomicBool::new(true),
+                last_heartbeat_ok: AtomicBool::new(true),
+                publisher,
             }),
         };
-        if cfg.segment_size > 0 {
-            let seg = client.inner.engine.create_segment(cfg.segment_size)?;
-            let spec = SegmentSpec {
-                name: client.inner.name.clone(),
-                incarnation: Incarnation(rand::random()),
-                base_addr: seg.base_addr(),
-                size: seg.size(),
-                endpoint: client.inner.engine.endpoint(),
-                host_id: client.inner.engine.host_id(),
-                shm_socket: client.inner.engine.shm_socket(),
-                protocol: "tcp".into(),
-            };
-            let id = client.mount(&seg, &spec).await?;
-            *client.inner.segment.lock() = Some((seg, spec, id));
+        if let Err(e) = client.setup_rest(cfg.segment_size).await {
+            let _ = client.close().await;
+            return Err(e);
         }
         tokio::spawn(heartbeat_loop(
             Arc::downgrade(&client.inner),
@@ -141,12 +218,48 @@ impl Client {
         Ok(client)
     }
 
+    async fn setup_rest(&self, segment_size: u64) -> Result<()> {
+        if segment_size > 0 {
+            let seg = self.inner.engine.create_segment(segment_size)?;
+            let spec = SegmentSpec {
+                name: self.inner.name.clone(),
+                incarnation: Incarnation(rand::random()),
+                base_addr: seg.base_addr(),
+                size: seg.size(),
+                endpoint: self.inner.engine.endpoint(),
+                host_id: self.inner.engine.host_id(),
+                shm_socket: self.inner.engine.shm_socket(),
+                protocol: "tcp".into(),
+            };
+            let id = self.mount(&seg, &spec).await?;
+            *self.inner.segment.lock() = Some(Mounted { seg, spec, id });
+        }
+        if let Some(p) = &self.inner.publisher {
+            p.publish(self.publish_info()).await?;
+        }
+        Ok(())
+    }
+
+    /// What the metadata entries say about this client now.
+    fn publish_info(&self) -> publish::Info {
+        let seg = self.inner.segment.lock().clone();
+        let endpoint = self.inner.engine.endpoint();
+        let (ip, port) = split_host_port(&endpoint).unwrap_or_default();
+        publish::Info {
+            ip,
+            port: port.unwrap_or(0),
+            buffers: seg
+                .map(|m| vec![(m.spec.name.clone(), m.spec.base_addr, m.spec.size)])
+                .unwrap_or_default(),
+        }
+    }
+
     async fn mount(&self, seg: &Arc<LocalSegment>, spec: &SegmentSpec) -> Result<SegmentId> {
         let session = self
             .inner
             .rpc
             .session()
-            .ok_or_else(|| Error::new(ErrorCode::RpcFail, "no session"))?;
+            .ok_or_else(|| Error::new(ErrorCode::RpcFail, "no master session"))?;
         seg.set_epoch(session.epoch);
         match check(
             self.inner
@@ -159,7 +272,7 @@ impl Client {
         }
     }
 
-    /// The segment name (`host:port`) of this client.
+    /// The segment name (`host:port`) of this client (Mooncake's `get_hostname()`).
     pub fn hostname(&self) -> &str {
         &self.inner.name
     }
@@ -171,11 +284,15 @@ impl Client {
 
     /// True while the last heartbeat reached the master.
     pub fn healthy(&self) -> bool {
-        self.inner
-            .last_heartbeat_ok
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.last_heartbeat_ok.load(Ordering::Relaxed)
     }
 
+    /// The read-lease TTL the master announced, in ms.
+    pub fn lease_ttl_ms(&self) -> u64 {
+        self.inner.rpc.session().map_or(0, |s| s.lease_ttl_ms)
+    }
+
+    /// Resolves a segment id to its transfer target (cached).
     async fn target(&self, id: SegmentId) -> Result<Target> {
         if let Some(t) = self.inner.segments.lock().get(&id) {
             return Ok(t.clone());
@@ -202,372 +319,16 @@ impl Client {
         }
     }
 
-    /// Stores one object (write-once: an existing key returns Ok and writes nothing).
-    pub async fn put(&self, key: &str, value: &[u8], cfg: &ReplicateConfig) -> Result<()> {
-        let parts = [value];
-        self.put_parts_batch(&[(key, &parts[..])], cfg)
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(Error::internal("empty result")))
-    }
-
-    /// Stores many objects; each object is the concatenation of its parts. One result per key.
-    pub async fn put_parts_batch(
-        &self,
-        items: &[(&str, &[&[u8]])],
-        cfg: &ReplicateConfig,
-    ) -> Vec<Result<()>> {
-        let mut results: Vec<Option<Result<()>>> = vec![None; items.len()];
-        let mut pending: Vec<usize> = Vec::with_capacity(items.len());
-        for (i, (key, parts)) in items.iter().enumerate() {
-            let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
-            if key.is_empty() || size == 0 {
-                results[i] = Some(Err(Error::invalid(format!(
-                    "empty key or value: key={key:?}"
-                ))));
-            } else {
-                pending.push(i);
-            }
-        }
-        let started = Instant::now();
-        while !pending.is_empty() {
-            let req: Vec<(String, u64)> = pending
-                .iter()
-                .map(|&i| {
-                    (
-                        items[i].0.to_string(),
-                        items[i].1.iter().map(|p| p.len() as u64).sum(),
-                    )
-                })
-                .collect();
-            let answers = match self
-                .inner
-                .rpc
-                .call(MasterRequest::PutStart {
-                    items: req,
-                    config: cfg.clone(),
-                })
-                .await
-                .and_then(check)
-            {
-                Ok(MasterResponse::PutStart(a)) if a.len() == pending.len() => a,
-                Ok(other) => {
-                    let e = unexpected(other);
-                    for &i in &pending {
-                        results[i] = Some(Err(e.clone()));
-                    }
-                    break;
-                }
-                Err(e) => {
-                    for &i in &pending {
-                        results[i] = Some(Err(e.clone()));
-                    }
-                    break;
-                }
-            };
-            let mut retry = Vec::new();
-            let mut to_write = Vec::new();
-            for (&i, a) in pending.iter().zip(answers) {
-                match a {
-                    PutStartResult::Exists => results[i] = Some(Ok(())),
-                    PutStartResult::InFlight => retry.push(i),
-                    PutStartResult::Failed(code) => {
-                        results[i] = Some(Err(Error::new(
-                            code,
-                            format!("put refused: key={}", items[i].0),
-                        )))
-                    }
-                    PutStartResult::Allocated {
-                        object_id,
-                        epoch,
-                        replicas,
-                    } => to_write.push((i, object_id, epoch, replicas)),
-                }
-            }
-            if !to_write.is_empty() {
-                let outcome = self.write_allocated(items, &to_write).await;
-                for (i, r) in outcome {
-                    results[i] = Some(r);
-                }
-            }
-            if retry.is_empty() {
-                break;
-            }
-            if started.elapsed() > IN_FLIGHT_MAX_WAIT {
-                for &i in &retry {
-                    results[i] = Some(Err(Error::new(
-                        ErrorCode::ReplicaIsNotReady,
-                        "another writer's put did not finish",
-                    )));
-                }
-                break;
-            }
-            tokio::time::sleep(IN_FLIGHT_POLL).await;
-            pending = retry;
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::internal("no result"))))
-            .collect()
-    }
-
-    /// Writes allocated objects (grouped per target segment, one batched write each), then
-    /// commits the written ones and revokes the failed ones.
-    async fn write_allocated(
-        &self,
-        items: &[(&str, &[&[u8]])],
-        allocs: &[(
-            usize,
-            tidepool_common::ObjectId,
-            u64,
-            Vec<tidepool_proto::MemoryReplica>,
-        )],
-    ) -> Vec<(usize, Result<()>)> {
-        // Group writes by segment so each owner gets one request.
-        #[expect(clippy::type_complexity, reason = "rewritten with the batch planner")]
-        let mut by_seg: HashMap<SegmentId, (u64, Vec<WriteOp<'_>>, Vec<Seal>, Vec<usize>)> =
-            HashMap::new();
-        for (n, (i, object_id, epoch, replicas)) in allocs.iter().enumerate() {
-            let (key, parts) = items[*i];
-            for r in replicas {
-                let e = by_seg
-                    .entry(r.segment)
-                    .or_insert_with(|| (*epoch, Vec::new(), Vec::new(), Vec::new()));
-                let mut addr = r.addr;
-                for p in parts.iter() {
-                    e.1.push(WriteOp {
-                        src: p,
-                        remote_addr: addr,
-                    });
-                    addr += p.len() as u64;
-                }
-                e.2.push(Seal {
-                    key: key.to_string(),
-                    object_id: *object_id,
-                    addr: r.addr,
-                    len: r.len,
-                    flags: 0,
-                });
-                e.3.push(n);
-            }
-        }
-        let futs = by_seg
-            .into_iter()
-            .map(|(seg, (epoch, ops, seals, owners))| async move {
-                let r = match self.target(seg).await {
-                    Ok(t) => {
-                        let r = self.inner.engine.write(&t, epoch, &ops, &seals).await;
-                        if r.is_err() {
-                            self.inner.engine.forget_peer(&t.endpoint);
-                            self.inner.segments.lock().remove(&seg);
-                        }
-                        r
-                    }
-                    Err(e) => Err(e),
-                };
-                (seg, r, owners)
-            });
-        let outcomes = futures_join_all(futs).await;
-        let mut failed: Vec<Vec<SegmentId>> = vec![Vec::new(); allocs.len()];
-        let mut last_err: Vec<Option<Error>> = vec![None; allocs.len()];
-        for (seg, r, owners) in outcomes {
-            if let Err(e) = r {
-                for n in owners {
-                    failed[n].push(seg);
-                    last_err[n] = Some(e.clone());
-                }
-            }
-        }
-        let mut ends = Vec::new();
-        let mut revokes = Vec::new();
-        let mut out = Vec::with_capacity(allocs.len());
-        for (n, (i, object_id, _, replicas)) in allocs.iter().enumerate() {
-            if failed[n].len() >= replicas.len() {
-                revokes.push(((*items)[*i].0.to_string(), *object_id));
-                out.push((
-                    *i,
-                    Err(last_err[n]
-                        .take()
-                        .unwrap_or_else(|| Error::new(ErrorCode::TransferFail, "write failed"))),
-                ));
-            } else {
-                ends.push((
-                    n,
-                    PutEndItem {
-                        key: items[*i].0.to_string(),
-                        object_id: *object_id,
-                        failed: std::mem::take(&mut failed[n]),
-                    },
-                ));
-            }
-        }
-        if !revokes.is_empty() {
-            let _ = self.inner.rpc.call(MasterRequest::PutRevoke(revokes)).await;
-        }
-        if !ends.is_empty() {
-            let idx: Vec<usize> = ends.iter().map(|(n, _)| *n).collect();
-            let req = MasterRequest::PutEnd(ends.into_iter().map(|(_, e)| e).collect());
-            match self.inner.rpc.call(req).await.and_then(check) {
-                Ok(MasterResponse::Codes(codes)) if codes.len() == idx.len() => {
-                    for (n, c) in idx.into_iter().zip(codes) {
-                        out.push((allocs[n].0, code_result(c)));
-                    }
-                }
-                Ok(other) => {
-                    let e = unexpected(other);
-                    out.extend(idx.into_iter().map(|n| (allocs[n].0, Err(e.clone()))));
-                }
-                Err(e) => out.extend(idx.into_iter().map(|n| (allocs[n].0, Err(e.clone())))),
-            }
-        }
-        out
-    }
-
-    /// Reads objects into caller buffers; returns each object's size (buffers may be larger).
-    pub async fn batch_get_into(&self, keys: &[&str], bufs: &mut [&mut [u8]]) -> Vec<Result<u64>> {
-        if keys.len() != bufs.len() {
-            return keys
-                .iter()
-                .map(|_| Err(Error::invalid("keys and buffers differ in length")))
-                .collect();
-        }
-        let sent = Instant::now();
-        let req = MasterRequest::GetReplicas(keys.iter().map(|k| k.to_string()).collect());
-        let views = match self.inner.rpc.call(req).await.and_then(check) {
-            Ok(MasterResponse::Replicas(v)) if v.len() == keys.len() => v,
-            Ok(other) => {
-                let e = unexpected(other);
-                return keys.iter().map(|_| Err(e.clone())).collect();
-            }
-            Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
-        };
-        let mut results: Vec<Result<u64>> = Vec::with_capacity(keys.len());
-        let mut by_seg: HashMap<SegmentId, Vec<(usize, u64, tidepool_common::ObjectId)>> =
-            HashMap::new();
-        let mut deadline = sent + Duration::from_secs(3600);
-        for (i, v) in views.into_iter().enumerate() {
-            match v {
-                Err(code) => results.push(Err(Error::new(
-                    code,
-                    format!("get failed: key={}", keys[i]),
-                ))),
-                Ok(view) => {
-                    if (bufs[i].len() as u64) < view.size {
-                        results.push(Err(Error::invalid(format!(
-                            "buffer smaller than object: key={} size={} capacity={}",
-                            keys[i],
-                            view.size,
-                            bufs[i].len()
-                        ))));
-                        continue;
-                    }
-                    let Some(m) = view.replicas.iter().find_map(|r| r.memory()) else {
-                        results.push(Err(Error::new(
-                            ErrorCode::InvalidReplica,
-                            "no memory replica",
-                        )));
-                        continue;
-                    };
-                    deadline = deadline.min(sent + Duration::from_millis(view.lease_ttl_ms));
-                    by_seg
-                        .entry(m.segment)
-                        .or_default()
-                        .push((i, m.addr, view.object_id));
-                    results.push(Ok(view.size));
-                }
-            }
-        }
-        // Split the caller's buffers so each segment's read borrows only its own.
-        let mut slots: Vec<Option<&mut [u8]>> = bufs.iter_mut().map(|b| Some(&mut **b)).collect();
-        let mut jobs = Vec::new();
-        for (seg, list) in by_seg {
-            let mut ops = Vec::with_capacity(list.len());
-            let mut idx = Vec::with_capacity(list.len());
-            for (i, addr, oid) in list {
-                let size = match &results[i] {
-                    Ok(s) => *s as usize,
-                    Err(_) => continue,
-                };
-                if let Some(buf) = slots[i].take() {
-                    ops.push(ReadOp {
-                        dst: &mut buf[..size],
-                        remote_addr: addr,
-                        expect: Some(oid),
-                    });
-                    idx.push(i);
-                }
-            }
-            jobs.push((seg, ops, idx));
-        }
-        let futs = jobs.into_iter().map(|(seg, mut ops, idx)| async move {
-            let r = match self.target(seg).await {
-                Ok(t) => {
-                    let r = self.inner.engine.read(&t, &mut ops).await;
-                    if r.is_err() {
-                        self.inner.engine.forget_peer(&t.endpoint);
-                        self.inner.segments.lock().remove(&seg);
-                    }
-                    r
-                }
-                Err(e) => Err(e),
-            };
-            (r, idx)
-        });
-        for (r, idx) in futures_join_all(futs).await {
-            if let Err(e) = r {
-                for i in idx {
-                    results[i] = Err(e.clone());
-                }
-            }
-        }
-        if Instant::now() > deadline {
-            // The lease ran out while we read: the range may have been reused (contract §3.3).
-            for r in results.iter_mut() {
-                if r.is_ok() {
-                    *r = Err(Error::new(
-                        ErrorCode::LeaseExpired,
-                        "read finished after its lease",
-                    ));
-                }
-            }
-        }
-        results
-    }
-
-    /// Reads one object into `buf`, returning its size.
-    pub async fn get_into(&self, key: &str, buf: &mut [u8]) -> Result<u64> {
-        let mut bufs = [buf];
-        self.batch_get_into(&[key], &mut bufs)
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(Error::internal("no result")))
-    }
-
-    /// Reads one whole object.
-    pub async fn get(&self, key: &str) -> Result<Vec<u8>> {
-        let req = MasterRequest::QueryKey(key.to_string());
-        // Size first (no lease), then a leased read into an exact buffer.
-        let size = match check(self.inner.rpc.call(req).await?)? {
-            MasterResponse::Query(Ok(v)) => v.size,
-            MasterResponse::Query(Err(code)) => {
-                return Err(Error::new(code, format!("get failed: key={key}")));
-            }
-            other => return Err(unexpected(other)),
-        };
-        let mut buf = vec![0u8; size as usize];
-        let n = self.get_into(key, &mut buf).await?;
-        buf.truncate(n as usize);
-        Ok(buf)
+    /// Forgets a target after a transfer failure, so the next attempt re-resolves it (W8).
+    fn forget_target(&self, id: SegmentId, target: &Target) {
+        self.inner.engine.forget_peer(&target.endpoint);
+        self.inner.segments.lock().remove(&id);
     }
 
     /// Existence per key: 1, 0, or a negative code. A 1 grants a lease.
     pub async fn batch_exist(&self, keys: &[&str]) -> Vec<i32> {
         let req = MasterRequest::Exist(keys.iter().map(|k| k.to_string()).collect());
-        match self.inner.rpc.call(req).await.and_then(check) {
-            Ok(MasterResponse::Codes(c)) if c.len() == keys.len() => c,
-            Ok(_) => vec![ErrorCode::RpcFail.as_i32(); keys.len()],
-            Err(e) => vec![e.code().as_i32(); keys.len()],
-        }
+        codes_of(self.inner.rpc.call(req).await, keys.len())
     }
 
     /// Removes keys; one status per key.
@@ -576,11 +337,7 @@ impl Client {
             keys: keys.iter().map(|k| k.to_string()).collect(),
             force,
         };
-        match self.inner.rpc.call(req).await.and_then(check) {
-            Ok(MasterResponse::Codes(c)) if c.len() == keys.len() => c,
-            Ok(_) => vec![ErrorCode::RpcFail.as_i32(); keys.len()],
-            Err(e) => vec![e.code().as_i32(); keys.len()],
-        }
+        codes_of(self.inner.rpc.call(req).await, keys.len())
     }
 
     /// Removes every object in the cluster (skipping leased ones unless `force`).
@@ -596,18 +353,51 @@ impl Client {
         }
     }
 
+    /// Removes every object whose key contains a match of `pattern` (skip rules as
+    /// [`Client::remove_all`]); returns the count. A bad pattern is -600.
+    pub async fn remove_by_regex(&self, pattern: &str, force: bool) -> Result<u64> {
+        let req = MasterRequest::RemoveByRegex {
+            pattern: pattern.to_string(),
+            force,
+        };
+        match check(self.inner.rpc.call(req).await?)? {
+            MasterResponse::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Looks objects up for reading (grants leases): size, replicas and object id per key.
+    pub async fn lookup(&self, keys: &[&str]) -> Vec<Result<ObjectView>> {
+        let req = MasterRequest::GetReplicas(keys.iter().map(|k| k.to_string()).collect());
+        match self.inner.rpc.call(req).await.and_then(check) {
+            Ok(MasterResponse::Replicas(v)) if v.len() == keys.len() => v
+                .into_iter()
+                .zip(keys)
+                .map(|(r, k)| r.map_err(|code| Error::new(code, format!("lookup failed: key={k}"))))
+                .collect(),
+            Ok(other) => {
+                let e = unexpected(other);
+                keys.iter().map(|_| Err(e.clone())).collect()
+            }
+            Err(e) => keys.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
     /// Sends any request to the master (admin tools).
     pub async fn raw(&self, req: MasterRequest) -> Result<MasterResponse> {
         check(self.inner.rpc.call(req).await?)
     }
 
-    /// Leaves the pool: the master unmounts our segment (its objects go at once), revokes our
-    /// in-flight puts; then the engine stops.
+    /// Leaves the pool: the master unmounts our segment (its objects go at once) and revokes
+    /// our in-flight puts; our metadata entries are deleted; then the engine stops.
     pub async fn close(&self) -> Result<()> {
         let _ = self.inner.stop.send(true);
         let r = self.inner.rpc.call(MasterRequest::Goodbye).await;
-        if let Some((seg, _, _)) = self.inner.segment.lock().take() {
-            self.inner.engine.remove_segment(seg.base_addr());
+        if let Some(m) = self.inner.segment.lock().take() {
+            self.inner.engine.remove_segment(m.seg.base_addr());
+        }
+        if let Some(p) = &self.inner.publisher {
+            p.withdraw().await;
         }
         self.inner.rpc.disconnect_all().await;
         self.inner.engine.shutdown().await;
@@ -615,8 +405,10 @@ impl Client {
     }
 }
 
-/// Heartbeats until stopped; re-registers and re-mounts when the master forgot us.
+/// Heartbeats until stopped; re-registers and re-mounts when the master forgot us, and keeps
+/// the metadata entries published (W6).
 async fn heartbeat_loop(inner: std::sync::Weak<Inner>, mut stop: watch::Receiver<bool>) {
+    let mut next_publish_check = tokio::time::Instant::now() + publish::CHECK_INTERVAL;
     loop {
         let Some(strong) = inner.upgrade() else {
             return;
@@ -624,37 +416,62 @@ async fn heartbeat_loop(inner: std::sync::Weak<Inner>, mut stop: watch::Receiver
         let interval = strong
             .rpc
             .session()
-            .map(|s| s.heartbeat_interval_ms)
-            .unwrap_or(1000)
+            .map_or(1000, |s| s.heartbeat_interval_ms)
             .max(10);
         let r = strong.rpc.call(MasterRequest::Heartbeat).await;
-        let ok = matches!(r, Ok(MasterResponse::Heartbeat { known: true }));
-        strong
-            .last_heartbeat_ok
-            .store(r.is_ok(), std::sync::atomic::Ordering::Relaxed);
-        if matches!(r, Ok(MasterResponse::Heartbeat { known: false })) && !ok {
+        strong.last_heartbeat_ok.store(r.is_ok(), Ordering::Relaxed);
+        let client = Client {
+            inner: strong.clone(),
+        };
+        if matches!(r, Ok(MasterResponse::Heartbeat { known: false })) {
             tracing::warn!("master lost this client; registering and mounting again");
-            strong.rpc.reset_session();
-            strong.rpc.disconnect_all().await;
-            let client = Client {
-                inner: strong.clone(),
-            };
-            let seg = strong.segment.lock().clone();
-            if let Some((seg, mut spec, _)) = seg {
-                spec.incarnation = Incarnation(rand::random());
-                match client.mount(&seg, &spec).await {
-                    Ok(id) => *strong.segment.lock() = Some((seg, spec, id)),
-                    Err(e) => tracing::warn!(error = %e, "re-mount failed"),
-                }
-            } else if let Err(e) = strong.rpc.establish().await {
-                tracing::warn!(error = %e, "re-register failed");
-            }
+            client.rejoin().await;
         }
+        if let Some(p) = &strong.publisher
+            && tokio::time::Instant::now() >= next_publish_check
+        {
+            next_publish_check = tokio::time::Instant::now() + publish::CHECK_INTERVAL;
+            p.ensure(client.publish_info()).await;
+        }
+        drop(client);
         drop(strong);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(interval)) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+impl Client {
+    /// Registers again under a new id and re-mounts the segment with a fresh incarnation (the
+    /// master forgot us: restart, or we were declared dead while partitioned).
+    async fn rejoin(&self) {
+        self.inner.rpc.reset_session();
+        self.inner.rpc.disconnect_all().await;
+        if let Err(e) = self.inner.rpc.establish().await {
+            tracing::warn!(error = %e, "re-register failed");
+            return;
+        }
+        let mounted = self.inner.segment.lock().clone();
+        if let Some(mut m) = mounted {
+            m.spec.incarnation = Incarnation(rand::random());
+            match self.mount(&m.seg, &m.spec).await {
+                Ok(id) => {
+                    m.id = id;
+                    *self.inner.segment.lock() = Some(m);
+                }
+                Err(e) => tracing::warn!(error = %e, "re-mount failed"),
+            }
+        }
+    }
+}
+
+/// Turns a per-key code answer into one value per key (the whole-call error repeated).
+fn codes_of(r: Result<MasterResponse>, n: usize) -> Vec<i32> {
+    match r.and_then(check) {
+        Ok(MasterResponse::Codes(c)) if c.len() == n => c,
+        Ok(_) => vec![ErrorCode::RpcFail.as_i32(); n],
+        Err(e) => vec![e.code().as_i32(); n],
     }
 }
 
@@ -675,20 +492,19 @@ fn unexpected(resp: MasterResponse) -> Error {
     )
 }
 
-/// Runs futures concurrently on this task and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future>(
-    futs: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
+/// Runs futures concurrently on this task (they borrow the caller's buffers, so they cannot
+/// be spawned) and collects their outputs in order.
+async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<Option<std::pin::Pin<Box<F>>>> =
+        futs.into_iter().map(|f| Some(Box::pin(f))).collect();
     let mut outs: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
-    let mut futs: Vec<Option<std::pin::Pin<Box<F>>>> = futs.into_iter().map(Some).collect();
     std::future::poll_fn(|cx| {
         let mut done = true;
-        for (i, slot) in futs.iter_mut().enumerate() {
+        for (slot, out) in futs.iter_mut().zip(outs.iter_mut()) {
             if let Some(f) = slot {
                 match f.as_mut().poll(cx) {
                     std::task::Poll::Ready(v) => {
-                        outs[i] = Some(v);
+                        *out = Some(v);
                         *slot = None;
                     }
                     std::task::Poll::Pending => done = false,
@@ -729,13 +545,23 @@ impl BlockingClient {
     }
 
     /// See [`Client::put`].
-    pub fn put(&self, key: &str, value: &[u8], cfg: &ReplicateConfig) -> Result<()> {
+    pub fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        cfg: &tidepool_proto::ReplicateConfig,
+    ) -> Result<()> {
         self.rt.block_on(self.client.put(key, value, cfg))
     }
 
     /// See [`Client::get`].
     pub fn get(&self, key: &str) -> Result<Vec<u8>> {
         self.rt.block_on(self.client.get(key))
+    }
+
+    /// See [`Client::get_into`].
+    pub fn get_into(&self, key: &str, buf: &mut [u8]) -> Result<u64> {
+        self.rt.block_on(self.client.get_into(key, buf))
     }
 
     /// See [`Client::batch_exist`].
@@ -757,5 +583,37 @@ impl BlockingClient {
     /// See [`Client::close`].
     pub fn close(&self) -> Result<()> {
         self.rt.block_on(self.client.close())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            split_host_port("10.0.0.1").unwrap(),
+            ("10.0.0.1".into(), None)
+        );
+        assert_eq!(
+            split_host_port("node-a:12345").unwrap(),
+            ("node-a".into(), Some(12345))
+        );
+        assert_eq!(
+            split_host_port("[::1]:99").unwrap(),
+            ("[::1]".into(), Some(99))
+        );
+        assert_eq!(
+            split_host_port("[fe80::1]").unwrap(),
+            ("[fe80::1]".into(), None)
+        );
+        assert_eq!(
+            split_host_port("fe80::1").unwrap(),
+            ("fe80::1".into(), None)
+        );
+        assert!(split_host_port("h:notaport").is_err());
+        assert!(split_host_port("").is_err());
+        assert!(split_host_port("[::1").is_err());
     }
 }

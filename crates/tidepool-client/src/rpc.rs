@@ -7,7 +7,11 @@ use std::time::Duration;
 use tidepool_common::{ClientId, Error, ErrorCode, Result};
 use tidepool_proto::frame::{self, FrameKind};
 use tidepool_proto::master::{MasterRequest, MasterResponse};
+use tidepool_proto::wait::{spin_ready, spin_window};
 use tidepool_proto::{MIN_COMPATIBLE_VERSION, PROTOCOL_VERSION};
+
+/// How long a call polls for the master's answer before parking (see `tidepool_proto::wait`).
+const ANSWER_SPIN: Duration = Duration::from_micros(200);
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -186,6 +190,12 @@ impl RpcPool {
         )
         .await
         .map_err(fail)?;
+        if conn.rd.buffer().is_empty() {
+            // The master answers within tens of microseconds: poll for it rather than park.
+            spin_ready(conn.rd.get_ref().readable(), spin_window(ANSWER_SPIN))
+                .await
+                .map_err(|e| fail(e.into()))?;
+        }
         let (hdr, msg) = frame::read_frame::<_, MasterResponse>(&mut conn.rd, &mut conn.rbuf)
             .await
             .map_err(fail)?;

@@ -16,12 +16,6 @@
 //! of one). A request with exactly one key counts as Mooncake's single operation
 //! (`master_put_start_requests_total`), any other as its batch operation
 //! (`master_batch_put_start_requests_total`, with items and failed items).
-//!
-//! Lookups: tidepool's `get` asks `QueryKey` for the size first and only then `GetReplicas`,
-//! so a miss never reaches `GetReplicas`. An RPC `QueryKey` that finds nothing therefore counts
-//! as a failed `get_replica_list` and a lookup miss (`total_get_nums_`), which keeps the hit
-//! ratio honest; one that finds the object counts nothing, as the `GetReplicas` that follows
-//! is counted. The admin HTTP `/query_key` is not an RPC and counts nothing.
 
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -417,8 +411,6 @@ pub struct Metrics {
     value_size: Histogram,
     hit_bytes: Counter,
     put_bytes: Counter,
-    /// RPC `QueryKey` misses (see the module docs).
-    query_misses: Counter,
     connections_open: AtomicU64,
     connections_total: Counter,
     malformed_frames: Counter,
@@ -449,7 +441,6 @@ impl Metrics {
             value_size: Histogram::new(VALUE_SIZE_BOUNDS, 1.0),
             hit_bytes: Counter::default(),
             put_bytes: Counter::default(),
-            query_misses: Counter::default(),
             connections_open: AtomicU64::new(0),
             connections_total: Counter::default(),
             malformed_frames: Counter::default(),
@@ -497,9 +488,10 @@ impl Metrics {
         self.hit_bytes.get()
     }
 
-    /// `(hits, lookups)`: the state's `GetReplicas` counts plus RPC `QueryKey` misses.
+    /// `(hits, lookups)` as every view reports them: the state's `GetReplicas` counts (admin
+    /// queries, RPC `QueryKey` included, take no lease and are not lookups).
     pub fn lookups(&self, stats: &MasterStats) -> (u64, u64) {
-        (stats.get_hits, stats.get_total + self.query_misses.get())
+        (stats.get_hits, stats.get_total)
     }
 
     /// Records one served request: its kind, what it asked, what it got and how long it took.
@@ -533,13 +525,6 @@ impl Metrics {
                 self.hit_bytes.add(bytes);
             }
             _ => {}
-        }
-        if op == RpcOp::QueryKey && matches!(resp, MasterResponse::Query(Err(_))) {
-            self.query_misses.inc();
-            let c = &self.single[McOp::GetReplicaList.idx()];
-            c.requests.inc();
-            c.failures.inc();
-            return;
         }
         let Some(mc) = op.mooncake() else {
             return;
@@ -1138,32 +1123,6 @@ mod tests {
         assert_eq!(value(&text, "master_remount_segment_requests_total"), 1.0);
         assert_eq!(value(&text, "master_mount_segment_requests_total"), 0.0);
         assert_eq!(value(&text, "master_remove_all_failures_total"), 1.0);
-    }
-
-    #[test]
-    fn rpc_query_key_misses_count_as_lookups() {
-        let m = Metrics::new();
-        let one = RequestFacts {
-            keys: 1,
-            ..Default::default()
-        };
-        m.record(
-            RpcOp::QueryKey,
-            &one,
-            &MasterResponse::Query(Err(ErrorCode::ObjectNotFound)),
-            Duration::ZERO,
-        );
-        let stats = MasterStats {
-            get_total: 4,
-            get_hits: 4,
-            ..Default::default()
-        };
-        assert_eq!(m.lookups(&stats), (4, 5));
-        let text = m.render(&stats, &[]);
-        assert_eq!(value(&text, "total_get_nums_"), 5.0);
-        assert_eq!(value(&text, "valid_get_nums_"), 4.0);
-        assert_eq!(value(&text, "tidepool_get_misses_total"), 1.0);
-        assert_eq!(value(&text, "master_get_replica_list_failures_total"), 1.0);
     }
 
     #[test]

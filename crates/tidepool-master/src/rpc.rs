@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tidepool_common::{ClientId, ErrorCode};
 use tidepool_proto::frame::{self, FrameError, FrameKind};
 use tidepool_proto::master::{MasterRequest, MasterResponse};
+use tidepool_proto::wait::{spin_ready, spin_window};
 use tidepool_proto::{MIN_COMPATIBLE_VERSION, PROTOCOL_VERSION};
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
@@ -28,6 +29,9 @@ pub const TICK_INTERVAL: Duration = Duration::from_millis(20);
 
 /// How often the tick worker appends a sample to the dashboard history.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a connection polls for the client's next request before parking.
+const NEXT_REQUEST_SPIN: Duration = Duration::from_micros(50);
 
 /// Shared handle to the master's state and metrics.
 pub type SharedState = Arc<Master>;
@@ -103,6 +107,11 @@ async fn serve_connection(
     let mut wbuf = Vec::new();
     let mut client: Option<ClientId> = None;
     loop {
+        if rd.buffer().is_empty() {
+            // A client's next request (a put's commit, the next batch) usually follows within
+            // tens of microseconds: poll briefly instead of parking (see tidepool_proto::wait).
+            let _ = spin_ready(rd.get_ref().readable(), spin_window(NEXT_REQUEST_SPIN)).await;
+        }
         let read = tokio::select! {
             r = frame::read_frame::<_, MasterRequest>(&mut rd, &mut rbuf) => r,
             _ = shutdown.changed() => return,

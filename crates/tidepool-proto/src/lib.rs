@@ -7,6 +7,7 @@
 //! - [`master`]: client <-> master RPC messages.
 //! - [`data`]: client <-> segment owner data-plane messages.
 //! - [`types`]: descriptors shared by both (replicas, segments, replicate config).
+//! - [`wait`]: waiting for the next frame with a bounded busy-poll (small-op latency).
 //!
 //! # Versioning (W19)
 //! Every frame carries [`PROTOCOL_VERSION`]. A peer accepts frames whose version lies in
@@ -17,6 +18,7 @@ pub mod data;
 pub mod frame;
 pub mod master;
 pub mod types;
+pub mod wait;
 
 pub use frame::{FrameError, FrameHeader, FrameKind};
 pub use types::*;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tidepool_common::{Error, ErrorCode, Result};
 use tidepool_proto::data::{DataRequest, DataResponse};
 use tidepool_proto::frame::{self, FrameError, FrameKind};
+use tidepool_proto::wait::{spin_ready, spin_window};
 use tokio::io::{AsyncWriteExt, BufReader, Interest};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
@@ -24,6 +25,8 @@ use tokio::task::JoinSet;
 /// Read-side buffer of a connection: small frames arrive in one syscall; large payloads mostly
 /// bypass it (tokio's `BufReader` reads straight into the destination when it is empty).
 pub(crate) const READ_BUF: usize = 64 << 10;
+/// How long a connection polls for the peer's next request before parking.
+const NEXT_REQUEST_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 /// Responses up to this size are assembled in one buffer and sent with one write.
 const INLINE_RESPONSE: u64 = 64 << 10;
 
@@ -84,6 +87,10 @@ async fn serve_tcp(shared: &Shared, stream: TcpStream) -> Result<(), FrameError>
         regions: Vec::new(),
     };
     loop {
+        if conn.buffer().is_empty() {
+            // The writer's next request tends to follow at once: poll before parking.
+            let _ = spin_ready(conn.get_ref().readable(), spin_window(NEXT_REQUEST_SPIN)).await;
+        }
         let (hdr, msg) = match frame::read_frame::<_, DataRequest>(&mut conn, &mut s.meta).await {
             Ok(x) => x,
             Err(FrameError::Closed) => return Ok(()),
@@ -101,7 +108,9 @@ async fn serve_tcp(shared: &Shared, stream: TcpStream) -> Result<(), FrameError>
             Ok(req) => handle(shared, &mut conn, &mut s, id, hdr.payload_len, req).await?,
         };
         match outcome {
-            Ok(Handled::Replied) => add(&shared.stats.requests_served, 1),
+            // Counted by the handler before its reply left, so a peer that saw the reply
+            // also sees the count.
+            Ok(Handled::Replied) => {}
             Ok(Handled::Ok) => {
                 add(&shared.stats.requests_served, 1);
                 respond(conn.get_mut(), &mut s.out, id, &DataResponse::Ok).await?;
@@ -175,6 +184,7 @@ async fn handle(
                 Ok(t) => t,
                 Err(e) => return Ok(Err(e)),
             };
+            add(&shared.stats.requests_served, 1);
             let w = conn.get_mut();
             s.out.clear();
             frame::encode_frame(

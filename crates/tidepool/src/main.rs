@@ -6,10 +6,13 @@
 //! - `tidepool node [flags]`: a storage process contributing a segment (`mooncake_client`).
 //! - `tidepool bench [options]`: load generator against a running cluster.
 //! - `tidepool replay --trace FILE`: replays a FAST'25 request trace against a cluster.
+//! - `tidepool fill`: writes objects into a cluster (loading by hand, writer in tests).
 //! - `tidepool status|segments|key KEY [--admin HOST:PORT]`: admin views ([`admin_cli`]).
 
 mod admin_cli;
 mod bench;
+mod cli;
+mod fill;
 mod flags;
 mod replay;
 
@@ -38,6 +41,7 @@ fn main() {
         "node" => run(node(rest)),
         "bench" => run(bench::main(rest)),
         "replay" => run(replay::main(rest)),
+        "fill" => run(fill::main(rest)),
         "status" | "segments" | "key" => admin_cli::main(&args[1..]),
         "-V" | "--version" | "version" => {
             println!("tidepool {}", env!("CARGO_PKG_VERSION"));
@@ -45,7 +49,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: tidepool <master|node|bench|replay|status|segments|key> [flags]\n  master  metadata and allocation service (Mooncake master flags)\n  node    storage process contributing a segment\n  bench   load generator against a running cluster\n  replay  replay a request trace against a running cluster\n  status | segments | key KEY  admin views of a running master (--admin HOST:PORT)"
+                "usage: tidepool <master|node|bench|replay|fill|status|segments|key> [flags]\n  master  metadata and allocation service (Mooncake master flags)\n  node    storage process contributing a segment\n  bench   load generator against a running cluster\n  replay  replay a request trace against a running cluster\n  fill    write objects into a running cluster\n  status | segments | key KEY  admin views of a running master (--admin HOST:PORT)"
             );
             if sub.is_empty() || sub == "-h" || sub == "--help" {
                 0
@@ -138,6 +142,11 @@ async fn master(args: Vec<String>) -> anyhow::Result<()> {
         })?;
         meta_addr = Some(l.local_addr()?);
         let store = tidepool_master::http_meta::MetadataStore::new();
+        // The embedded server always cleans up after segments that go away (contract §4.1).
+        let cleaner = store.clone();
+        state
+            .lock()
+            .set_segment_gone_hook(move |name| cleaner.remove_segment_entries(name));
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _ = tidepool_master::http_meta::serve(l, store, async move {
@@ -189,21 +198,23 @@ async fn node(args: Vec<String>) -> anyhow::Result<()> {
     for w in &f.warnings {
         warn!("{w}");
     }
-    let host = if f.host == "0.0.0.0" {
-        "127.0.0.1".to_string()
-    } else {
-        f.host.clone()
-    };
-    let (bind_host, data_port) = match host.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
-            (h.to_string(), p.parse().unwrap_or(0))
-        }
-        _ => (host.clone(), 0),
+    // The data server binds the host's address; a wildcard host advertises loopback unless
+    // MC_TCP_BIND_ADDRESS names the address peers should use.
+    let (host, port) = tidepool_client::split_host_port(&f.host)
+        .map_err(|e| anyhow::anyhow!("bad --host: {e}"))?;
+    let bind_host = match std::env::var("MC_TCP_BIND_ADDRESS") {
+        Ok(a) if !a.trim().is_empty() => a.trim().to_string(),
+        _ if host == "0.0.0.0" => "127.0.0.1".to_string(),
+        _ => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
     };
     let client = Client::connect(ClientConfig {
         master_addr: f.master_server_address.clone(),
+        local_hostname: port.map(|p| format!("{bind_host}:{p}")).unwrap_or_default(),
         bind_host,
-        data_port,
+        metadata_server: f.metadata_server.clone(),
         segment_size: f.global_segment_size,
         ..ClientConfig::default()
     })
@@ -214,7 +225,11 @@ async fn node(args: Vec<String>) -> anyhow::Result<()> {
         size = f.global_segment_size,
         "tidepool node serving"
     );
-    println!("READY segment={}", client.hostname());
+    println!(
+        "READY segment={} data={}",
+        client.hostname(),
+        client.engine().endpoint()
+    );
     shutdown_signal().await;
     client
         .close()

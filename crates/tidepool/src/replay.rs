@@ -20,52 +20,35 @@ struct Request {
     hash_ids: Vec<u64>,
 }
 
+/// Replays a request trace against a running cluster.
+#[derive(clap::Parser, Debug)]
+#[command(name = "tidepool replay")]
 struct Opts {
+    /// Master RPC address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
     master: String,
+    /// Trace file (JSON lines with `timestamp` and `hash_ids`).
+    #[arg(long)]
     trace: String,
+    /// Replay speed-up over the trace's timestamps (> 0).
+    #[arg(long, default_value_t = 10.0)]
     speedup: f64,
+    /// Bytes per 512-token block object.
+    #[arg(long = "block-size", value_parser = crate::cli::size_arg, default_value = "256KiB")]
     block: u64,
+    /// Replay at most this many requests.
+    #[arg(long, default_value_t = usize::MAX)]
     limit: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
     concurrency: usize,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
-    let mut o = Opts {
-        master: "127.0.0.1:50051".into(),
-        trace: String::new(),
-        speedup: 10.0,
-        block: 256 << 10,
-        limit: usize::MAX,
-        concurrency: 8,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (name, inline) = match a.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (a.clone(), None),
-        };
-        let mut val = || -> anyhow::Result<String> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| anyhow!("{name} needs a value"))
-        };
-        match name.trim_start_matches('-').replace('_', "-").as_str() {
-            "master" => o.master = val()?,
-            "trace" => o.trace = val()?,
-            "speedup" => o.speedup = val()?.parse().context("speedup")?,
-            "block-size" => {
-                o.block = tidepool_common::parse_size(&val()?).map_err(|e| anyhow!("{e}"))?
-            }
-            "limit" => o.limit = val()?.parse().context("limit")?,
-            "concurrency" => o.concurrency = val()?.parse().context("concurrency")?,
-            other => return Err(anyhow!("unknown replay option: {other}")),
-        }
-    }
-    if o.trace.is_empty() {
-        return Err(anyhow!("--trace FILE is required"));
-    }
-    if o.speedup <= 0.0 {
+    use clap::Parser;
+    let o =
+        Opts::try_parse_from(std::iter::once("replay".to_string()).chain(args.iter().cloned()))?;
+    if o.speedup <= 0.0 || !o.speedup.is_finite() {
         return Err(anyhow!("--speedup must be positive"));
     }
     Ok(o)

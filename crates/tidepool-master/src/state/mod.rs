@@ -40,6 +40,9 @@ use tidepool_common::{ClientId, Clock, ErrorCode, SegmentId};
 use tidepool_proto::master::MasterStats;
 use tidepool_proto::types::{SegmentSpec, SegmentView};
 
+/// Called with the name of a segment that went away.
+pub type SegmentGoneHook = Box<dyn FnMut(&str) + Send>;
+
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 4096;
 
@@ -65,6 +68,9 @@ pub struct MasterState {
     pending_evict_bytes: u64,
     /// When `tick` next scans clients for silence.
     next_client_scan_ms: u64,
+    /// Told the name of every segment that goes away (unmount, owner death), so the embedded
+    /// metadata server drops its `ram/` and `rpc_meta/` entries.
+    on_segment_gone: Option<SegmentGoneHook>,
 }
 
 /// Validates a key: empty -> -600, longer than [`MAX_KEY_LEN`] -> -400.
@@ -94,7 +100,13 @@ impl MasterState {
             soft_pinned: 0,
             pending_evict_bytes: 0,
             next_client_scan_ms: 0,
+            on_segment_gone: None,
         }
+    }
+
+    /// Installs the hook told about every segment that goes away.
+    pub fn set_segment_gone_hook(&mut self, hook: impl FnMut(&str) + Send + 'static) {
+        self.on_segment_gone = Some(Box::new(hook));
     }
 
     /// The settings it runs with.
@@ -232,8 +244,11 @@ impl MasterState {
     /// This scans the object slab once: unmounts are rare, and a reverse index would cost
     /// memory on every object (W17). At 1M objects the scan takes a few milliseconds.
     fn drop_segment(&mut self, idx: u32) {
-        if self.segments.unmount(idx).is_none() {
+        let Some(gone) = self.segments.unmount(idx) else {
             return;
+        };
+        if let Some(hook) = self.on_segment_gone.as_mut() {
+            hook(&gone.spec.name);
         }
         for i in self.objects.indices() {
             let o = self.objects.get(i);

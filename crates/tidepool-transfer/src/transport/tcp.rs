@@ -25,12 +25,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tidepool_common::{Error, ErrorCode, ObjectId, Result};
 use tidepool_proto::data::{DataRequest, DataResponse, Range, Seal};
 use tidepool_proto::frame::{self, FrameError, FrameKind};
+use tidepool_proto::wait::{spin_ready, spin_window};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Payloads up to this size are copied behind the header and sent with one write.
 const INLINE_PAYLOAD: usize = 64 << 10;
+/// How long a lane polls for the owner's answer before parking (see `tidepool_proto::wait`).
+const ANSWER_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
 /// Smallest chunk of a split transfer; transfers below twice this ride one lane.
 const SPLIT_MIN: u64 = 1 << 20;
 
@@ -362,6 +365,12 @@ impl Lane {
         endpoint: &str,
         id: u64,
     ) -> Result<(DataResponse, u64), LaneError> {
+        if self.conn.buffer().is_empty() {
+            // Small requests are answered within tens of microseconds: poll, do not park.
+            spin_ready(self.conn.get_ref().readable(), spin_window(ANSWER_SPIN))
+                .await
+                .map_err(|e| broken(endpoint, "receive", e))?;
+        }
         let (hdr, msg) = frame::read_frame::<_, DataResponse>(&mut self.conn, &mut self.scratch)
             .await
             .map_err(|e: FrameError| broken(endpoint, "receive", e))?;

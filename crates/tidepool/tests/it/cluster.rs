@@ -97,10 +97,61 @@ pub fn master(extra: &[&str]) -> Proc {
 
 /// Starts a storage node contributing `size` to the master at `rpc`.
 pub fn node(rpc: &str, size: &str) -> Proc {
-    Proc::spawn(&[
+    node_with(
+        rpc,
+        size,
+        &["--host=127.0.0.1", "--metadata_server=P2PHANDSHAKE"],
+    )
+}
+
+/// Starts a storage node with explicit `--host` / `--metadata_server` (and other) flags.
+pub fn node_with(rpc: &str, size: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
         "node".to_string(),
-        "--host=127.0.0.1".to_string(),
         format!("--master_server_address={rpc}"),
         format!("--global_segment_size={size}"),
-    ])
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Proc::spawn(&args)
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `GET url` -> (status, body); any HTTP status is an answer.
+pub fn http_get(url: &str) -> (u16, String) {
+    match ureq::get(url).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+/// A metric's value from the master's `/metrics` (unlabelled series).
+pub fn metric(metrics_addr: &str, name: &str) -> u64 {
+    let (_, body) = http_get(&format!("http://{metrics_addr}/metrics"));
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}
+
+/// Polls `cond` every 20 ms until it holds or `within` passes; false on timeout.
+pub async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t = std::time::Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if t.elapsed() > within {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -4,4 +4,5 @@
 
 mod admin;
 mod cluster;
+mod faults;
 mod store;
