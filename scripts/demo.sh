@@ -31,6 +31,7 @@ READY=$(wait_ready "$WORK/master.out")
 RPC=$(sed -n 's/.*rpc=\([^ ]*\).*/\1/p' <<<"$READY")
 METRICS=$(sed -n 's/.*metrics=\([^ ]*\).*/\1/p' <<<"$READY")
 echo "master     rpc $RPC   admin/metrics http://$METRICS/metrics"
+echo "dashboard  http://$METRICS/dashboard   (open it in a browser while the demo runs)"
 for i in 1 2; do
   "$BIN" node --host=127.0.0.1 --master_server_address="$RPC" \
     --global_segment_size="${NODE_SIZE:-512MB}" >"$WORK/node$i.out" 2>"$WORK/node$i.err" &
@@ -50,3 +51,9 @@ echo "== bench: batch put/get throughput and single-op latency (pure client over
 echo
 echo "== master summary"
 python3 -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())" "http://$METRICS/metrics/summary" || true
+
+# Interactive runs keep the cluster up so the dashboard can still be looked at.
+if [ -t 0 ]; then
+  echo
+  read -r -p "cluster still up, dashboard at http://$METRICS/dashboard; press Enter to stop it " _ || true
+fi

@@ -156,7 +156,7 @@ async fn master(args: Vec<String>) -> anyhow::Result<()> {
         });
     }
     let rpc_addr = rpc.local_addr()?;
-    info!(%rpc_addr, %admin_addr, ?meta_addr, "tidepool master serving");
+    info!(%rpc_addr, %admin_addr, ?meta_addr, dashboard = %format!("http://{admin_addr}/dashboard"), "tidepool master serving");
     // Machine-readable ready line for scripts and tests (ports may have been 0).
     println!(
         "READY rpc={rpc_addr} metrics={admin_addr} metadata={}",
