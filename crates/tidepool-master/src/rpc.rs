@@ -1,12 +1,12 @@
 //! The master's RPC server: accepts client connections, checks the protocol version once per
-//! connection, and feeds each request into the shared [`MasterState`].
+//! connection, and feeds each request into the shared [`MasterState`](crate::state::MasterState).
 //!
 //! The state is synchronous and every operation is short (no I/O under the lock), so a plain
 //! `parking_lot::Mutex` is used rather than an async lock: holding it never spans an `.await`.
 //! Requests on one connection are answered in order; clients open several connections for
 //! parallelism.
 //!
-//! Every request is counted here, in [`handle`], rather than in the state: the state stays
+//! Every request is counted here, in `handle`, rather than in the state: the state stays
 //! free of metric code, and the latency measured includes waiting for the state lock, which is
 //! what a client sees.
 
