@@ -139,7 +139,7 @@ def browser():
         "--disable-component-update",
         "--disable-sync",
         "--disable-dev-shm-usage",
-        "--window-size=1400,1100",
+        "--window-size=1400,1500",
         f"--user-data-dir={profile}",
     ):
         opts.add_argument(a)

@@ -116,6 +116,8 @@ def page_figures(driver):
         }
         out.rows = [...document.querySelectorAll('#segments tbody tr')].map(
           (tr) => [tr.dataset.segment, tr.dataset.used, tr.dataset.capacity]);
+        out.latency = Object.fromEntries([...document.querySelectorAll('#latency tbody tr')].map(
+          (tr) => [tr.dataset.op, Number(tr.dataset.requests)]));
         out.updates = Number(document.body.dataset.updates || 0);
         return out;
         """,
@@ -152,6 +154,10 @@ def compare(driver, admin):
     )
     if rows != metric_rows:
         bad.append(f"segments: page {rows} vs metrics {metric_rows}")
+    for op in ("put_start", "put_end", "get_replicas"):
+        want = value(samples, "tidepool_rpc_latency_seconds_count", op=op)
+        if fig["latency"].get(op) != want:
+            bad.append(f"latency row {op}: page {fig['latency'].get(op)} vs {want}")
     return bad, fig, samples
 
 

@@ -27,6 +27,12 @@ function fmtDuration(s) {
   return m + "m " + (s % 60) + "s";
 }
 
+function fmtSeconds(s) {
+  if (s < 1e-3) return (s * 1e6).toFixed(0) + " µs";
+  if (s < 1) return (s * 1e3).toFixed(s < 1e-2 ? 2 : 1) + " ms";
+  return s.toFixed(2) + " s";
+}
+
 function fmtRatio(r) {
   return r === null || r === undefined ? "–" : (100 * r).toFixed(1) + " %";
 }
@@ -152,6 +158,21 @@ function render(d) {
     td.appendChild(document.createTextNode(" " + s.allocator_usage_percent.toFixed(1) + " %"));
     tr.appendChild(td);
     body.appendChild(tr);
+  }
+
+  const lat = document.querySelector("#latency tbody");
+  lat.replaceChildren();
+  for (const l of d.latency) {
+    const tr = document.createElement("tr");
+    tr.dataset.op = l.op;
+    tr.dataset.requests = String(l.requests);
+    for (const [text, cls] of [[l.op, ""], [fmtCount(l.requests), "num"], [fmtSeconds(l.p50_s), "num"], [fmtSeconds(l.p99_s), "num"]]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.appendChild(td);
+    }
+    lat.appendChild(tr);
   }
 
   const h = d.history;

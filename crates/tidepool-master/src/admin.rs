@@ -302,6 +302,13 @@ async fn dashboard_data(State(st): State<SharedState>) -> Response {
         .iter()
         .map(|&op| (op.name().to_string(), json!(m.requests(op))))
         .collect();
+    let latency: Vec<Value> = m
+        .latency_summary()
+        .into_iter()
+        .map(
+            |(op, n, p50, p99)| json!({"op": op.name(), "requests": n, "p50_s": p50, "p99_s": p99}),
+        )
+        .collect();
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "role": "leader",
@@ -327,6 +334,7 @@ async fn dashboard_data(State(st): State<SharedState>) -> Response {
         "hit_bytes": m.hit_bytes(),
         "hit_ratio": hit_ratio,
         "requests": requests,
+        "latency": latency,
         "segments": segs.iter().map(segment_json).collect::<Vec<_>>(),
         "history": m.rates(),
     });

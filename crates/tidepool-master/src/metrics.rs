@@ -84,6 +84,31 @@ impl Histogram {
         self.count.load(Relaxed)
     }
 
+    /// The `q` quantile (0..=1) in observation units, interpolated linearly inside its bucket
+    /// as Prometheus' `histogram_quantile` does; `None` without observations. Observations
+    /// beyond the last bound report that bound.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut cum = 0u64;
+        for (i, &c) in counts.iter().enumerate() {
+            if c > 0 && (cum + c) as f64 >= rank {
+                let Some(&upper) = self.bounds.get(i) else {
+                    return self.bounds.last().copied();
+                };
+                let lower = if i == 0 { 0 } else { self.bounds[i - 1] };
+                let frac = ((rank - cum as f64) / c as f64).clamp(0.0, 1.0);
+                return Some(lower + ((upper - lower) as f64 * frac) as u64);
+            }
+            cum += c;
+        }
+        self.bounds.last().copied()
+    }
+
     /// Writes `name_bucket`, `name_sum` and `name_count` lines; `labels` is `k="v"` pairs
     /// without braces, or empty.
     fn render(&self, out: &mut String, name: &str, labels: &str) {
@@ -481,6 +506,19 @@ impl Metrics {
     /// Requests of kind `op` served so far.
     pub fn requests(&self, op: RpcOp) -> u64 {
         self.latency[op.idx()].count()
+    }
+
+    /// Per RPC kind that was served at least once: `(kind, requests, p50, p99)`, latencies
+    /// in seconds (bucket-interpolated, as Prometheus would estimate them).
+    pub fn latency_summary(&self) -> Vec<(RpcOp, u64, f64, f64)> {
+        RpcOp::ALL
+            .iter()
+            .filter_map(|&op| {
+                let h = &self.latency[op.idx()];
+                let secs = |q| h.quantile(q).map(|ns| ns as f64 / 1e9);
+                Some((op, h.count(), secs(0.5)?, secs(0.99)?))
+            })
+            .collect()
     }
 
     /// Bytes of objects found by lookups so far.
@@ -968,6 +1006,21 @@ mod tests {
             value(&out, "x_sum"),
             (1 + 4096 + 4097 + (1u64 << 30)) as f64
         );
+    }
+
+    #[test]
+    fn quantiles_interpolate_inside_buckets() {
+        let h = Histogram::new(LATENCY_BOUNDS_NS, 1e9);
+        assert_eq!(h.quantile(0.5), None);
+        for _ in 0..100 {
+            h.observe(30_000); // (25 us, 50 us]
+        }
+        let p50 = h.quantile(0.5).unwrap();
+        assert!((25_000..=50_000).contains(&p50), "{p50}");
+        assert_eq!(h.quantile(1.0), Some(50_000));
+        h.observe(5_000_000_000); // beyond 1 s
+        assert_eq!(h.quantile(1.0), Some(1_000_000_000));
+        assert!(h.quantile(0.5).unwrap() <= 50_000);
     }
 
     #[test]
