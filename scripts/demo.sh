@@ -25,15 +25,17 @@ SPEEDUP=${DEMO_SPEEDUP:-20}
 # The read-lease TTL is divided by the replay speed-up, as a 1x engine would hold 10 s.
 TTL=$((10000 / SPEEDUP))
 "$BIN" master --rpc_address=127.0.0.1 --rpc_port=0 --metrics_host=127.0.0.1 --metrics_port=0 \
+  --enable_http_metadata_server --http_metadata_server_host=127.0.0.1 --http_metadata_server_port=0 \
   --default_kv_lease_ttl="$TTL" >"$WORK/master.out" 2>"$WORK/master.err" &
 pids+=($!)
 READY=$(wait_ready "$WORK/master.out")
 RPC=$(sed -n 's/.*rpc=\([^ ]*\).*/\1/p' <<<"$READY")
 METRICS=$(sed -n 's/.*metrics=\([^ ]*\).*/\1/p' <<<"$READY")
-echo "master     rpc $RPC   admin/metrics http://$METRICS/metrics"
-echo "dashboard  http://$METRICS/dashboard   (open it in a browser while the demo runs)"
+META=$(sed -n 's/.*metadata=\([^ ]*\).*/\1/p' <<<"$READY")
+echo "master     rpc $RPC   metadata http://$META/metadata"
+echo "dashboard  http://$METRICS/   (metrics: http://$METRICS/metrics)"
 for i in 1 2; do
-  "$BIN" node --host=127.0.0.1 --master_server_address="$RPC" \
+  "$BIN" node --host=127.0.0.1 --master_server_address="$RPC" --metadata_server="http://$META/metadata" \
     --global_segment_size="${NODE_SIZE:-512MB}" >"$WORK/node$i.out" 2>"$WORK/node$i.err" &
   pids+=($!)
   echo "node $i     $(wait_ready "$WORK/node$i.out")"
@@ -46,14 +48,13 @@ echo "== replay: synthetic FAST'25 trace, ${DEMO_REQUESTS:-1500} requests at ${S
 
 echo
 echo "== bench: batch put/get throughput and single-op latency (pure client over TCP/shm)"
-"$BIN" bench --master "$RPC" --total 256MiB --latency-ops 1000
+"$BIN" bench --master "$RPC" --total 128MiB --sizes 4KiB,64KiB,1MiB,8MiB --latency-ops 1000
 
 echo
 echo "== master summary"
 python3 -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())" "http://$METRICS/metrics/summary" || true
 
-# Interactive runs keep the cluster up so the dashboard can still be looked at.
-if [ -t 0 ]; then
+if [ -t 0 ] && [ -z "${DEMO_NO_HOLD:-}" ]; then
   echo
-  read -r -p "cluster still up, dashboard at http://$METRICS/dashboard; press Enter to stop it " _ || true
+  read -r -p "cluster still running: dashboard at http://$METRICS/ — press Enter to stop " _ || true
 fi

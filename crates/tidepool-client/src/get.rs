@@ -4,6 +4,7 @@
 //! is retried on the object's next replica; a read that finishes after the lease deadline is
 //! -707, because its range may already hold another object's bytes.
 
+use crate::metrics::Op;
 use crate::{Client, join_all};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -45,7 +46,15 @@ impl Client {
         }
         let sent = Instant::now();
         let views = self.lookup(keys).await;
-        self.read_views(keys, views, bufs, sent).await
+        let results = self.read_views(keys, views, bufs, sent).await;
+        let bytes = results.iter().filter_map(|r| r.as_ref().ok()).sum();
+        let op = if keys.len() == 1 {
+            Op::Get
+        } else {
+            Op::BatchGet
+        };
+        self.inner.metrics.op(op, sent.elapsed(), bytes);
+        results
     }
 
     /// Reads one object into `buf`, returning its size.
@@ -74,6 +83,11 @@ impl Client {
                 .pop()
                 .unwrap_or_else(|| Err(Error::internal("no result")))
         };
+        if r.is_ok() {
+            self.inner
+                .metrics
+                .op(Op::Get, sent.elapsed(), buf.len() as u64);
+        }
         r.map(|_| buf)
     }
 

@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`rpc`]: the pooled master connections.
 //! - [`metadata`]: the HTTP metadata service client (key layout, values, W7 recovery).
+//! - [`metrics`]: client-side counters and histograms; [`http`]: the optional client HTTP
+//!   endpoint (§4.5) that serves them.
 //! - `publish`: publishing this client's `ram/` and `rpc_meta/` entries and re-publishing them
 //!   when they vanish (W6).
 //! - `put`: the put path (reserve, write, seal, commit or revoke).
@@ -18,7 +20,9 @@
 //! against the lease deadline (-707 if it finished too late).
 
 mod get;
+pub mod http;
 pub mod metadata;
+pub mod metrics;
 mod publish;
 mod put;
 pub mod rpc;
@@ -123,6 +127,7 @@ struct Inner {
     stop: watch::Sender<bool>,
     last_heartbeat_ok: AtomicBool,
     publisher: Option<publish::Publisher>,
+    metrics: Arc<metrics::ClientMetrics>,
 }
 
 /// The async client. Cheap to clone; every method is safe to call from many tasks at once.
@@ -177,6 +182,7 @@ impl Client {
         let backend = MetadataBackend::parse(&cfg.metadata_server).map_err(Error::invalid)?;
         let (engine, name) = start_engine(&cfg).await?;
         let host = split_host_port(&name).map(|(h, _)| h).unwrap_or_default();
+        let metrics = Arc::new(metrics::ClientMetrics::default());
         let rpc = RpcPool::new(
             &cfg.master_addr,
             cfg.rpc_connections,
@@ -185,6 +191,7 @@ impl Client {
                 host,
                 host_id: engine.host_id(),
             },
+            metrics.clone(),
         );
         if let Err(e) = rpc.establish().await {
             engine.shutdown().await;
@@ -205,6 +212,7 @@ impl Client {
                 stop,
                 last_heartbeat_ok: AtomicBool::new(true),
                 publisher,
+                metrics,
             }),
         };
         if let Err(e) = client.setup_rest(cfg.segment_size).await {
@@ -280,6 +288,11 @@ impl Client {
     /// The transfer engine (for buffer registration and statistics).
     pub fn engine(&self) -> &TransferEngine {
         &self.inner.engine
+    }
+
+    /// This client's metrics.
+    pub fn metrics(&self) -> &metrics::ClientMetrics {
+        &self.inner.metrics
     }
 
     /// True while the last heartbeat reached the master.

@@ -3,6 +3,7 @@
 //! directory, W12), then commit; replicas whose write failed are dropped at commit, and an
 //! object with no replica written is revoked.
 
+use crate::metrics::Op;
 use crate::{Client, code_result, join_all, unexpected};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -59,6 +60,28 @@ impl Client {
     /// result per item, in order. `Ok` means the key is readable now (W11): written by this
     /// call, or already readable before it.
     pub async fn put_parts_batch(
+        &self,
+        items: &[(&str, &[&[u8]])],
+        cfg: &ReplicateConfig,
+    ) -> Vec<Result<()>> {
+        let t = Instant::now();
+        let results = self.put_parts_batch_inner(items, cfg).await;
+        let bytes: u64 = items
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|((_, parts), _)| parts.iter().map(|p| p.len() as u64).sum::<u64>())
+            .sum();
+        let op = if items.len() == 1 {
+            Op::Put
+        } else {
+            Op::BatchPut
+        };
+        self.inner.metrics.op(op, t.elapsed(), bytes);
+        results
+    }
+
+    async fn put_parts_batch_inner(
         &self,
         items: &[(&str, &[&[u8]])],
         cfg: &ReplicateConfig,

@@ -59,6 +59,7 @@ pub struct RpcPool {
     call_timeout: Duration,
     hello: HelloInfo,
     session: parking_lot::Mutex<Option<Session>>,
+    metrics: std::sync::Arc<crate::metrics::ClientMetrics>,
 }
 
 fn env_ms(name: &str, default: u64) -> Option<Duration> {
@@ -74,7 +75,12 @@ fn env_ms(name: &str, default: u64) -> Option<Duration> {
 
 impl RpcPool {
     /// A pool of `size` connections to `addr`; nothing is connected until first use.
-    pub fn new(addr: &str, size: usize, hello: HelloInfo) -> Self {
+    pub fn new(
+        addr: &str,
+        size: usize,
+        hello: HelloInfo,
+        metrics: std::sync::Arc<crate::metrics::ClientMetrics>,
+    ) -> Self {
         // A negative value disables the deadline (contract §5.3); a day stands in for "none".
         let day = Duration::from_secs(86_400);
         Self {
@@ -88,6 +94,7 @@ impl RpcPool {
             call_timeout: env_ms("MC_RPC_TIMEOUT_MS", 30_000).unwrap_or(day),
             hello,
             session: parking_lot::Mutex::new(None),
+            metrics,
         }
     }
 
@@ -210,6 +217,14 @@ impl RpcPool {
     /// Sends one request and waits for its answer. A broken connection is dropped and the
     /// call fails with -900; the next call reconnects.
     pub async fn call(&self, req: MasterRequest) -> Result<MasterResponse> {
+        let started = std::time::Instant::now();
+        let which = crate::metrics::rpc_index(&req);
+        let r = self.call_inner(req).await;
+        self.metrics.rpc(which, started.elapsed());
+        r
+    }
+
+    async fn call_inner(&self, req: MasterRequest) -> Result<MasterResponse> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
         let mut slot = self.conns[i].lock().await;
         let work = async {

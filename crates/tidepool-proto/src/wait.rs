@@ -48,5 +48,8 @@ pub async fn spin_ready<F: Future<Output = std::io::Result<()>>>(
             return ready.await;
         }
         tokio::task::yield_now().await;
+        // Also offer the core to other runnable threads: with more busy processes than
+        // cores, a spinner must not delay the very peer it waits for.
+        std::thread::yield_now();
     }
 }

@@ -30,8 +30,14 @@ fn main() {
     } else {
         Vec::new()
     };
+    // Services log at info; load tools only warn, so their progress bars stay readable.
+    let default_level = if matches!(sub, "master" | "node") {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEPOOL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -186,6 +192,13 @@ async fn master(args: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Host the client HTTP endpoint binds: the node's own host without a port.
+fn client_http_host(host: &str) -> String {
+    tidepool_client::split_host_port(host)
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        .unwrap_or_else(|_| "127.0.0.1".to_string())
+}
+
 async fn node(args: Vec<String>) -> anyhow::Result<()> {
     let f = match flags::parse_node_flags(&args) {
         Ok(f) => f,
@@ -225,8 +238,16 @@ async fn node(args: Vec<String>) -> anyhow::Result<()> {
         size = f.global_segment_size,
         "tidepool node serving"
     );
+    let mut http = String::new();
+    if f.enable_http_server {
+        let l = TcpListener::bind((client_http_host(&f.host), f.http_port))
+            .await
+            .with_context(|| format!("bind client http port {}", f.http_port))?;
+        http = format!(" http={}", l.local_addr()?);
+        tokio::spawn(tidepool_client::http::serve(l, client.clone()));
+    }
     println!(
-        "READY segment={} data={}",
+        "READY segment={} data={}{http}",
         client.hostname(),
         client.engine().endpoint()
     );

@@ -1001,3 +1001,30 @@ fn scale_one_million_objects() {
     assert_eq!((s.key_count, s.allocated_bytes, s.segments), (0, 0, 0));
     assert_eq!(st.exist(&keys[..10]), vec![0; 10]);
 }
+
+/// Objects of a GiB and more go where a segment has room, aligned for the SSD tier, and an
+/// object no segment could ever hold is refused without evicting anything.
+#[test]
+fn gigabyte_objects_where_a_segment_has_room() {
+    let (mut st, _clock) = state();
+    let (c, _) = node(&mut st, "a", 1, 1 << 30);
+    let (_, big) = node(&mut st, "b", 2, 6 << 30);
+    let (id, reps) = allocated(start(&mut st, c, "huge", 5 << 30, &cfg()));
+    assert_eq!(reps.len(), 1);
+    assert_eq!(reps[0].segment, big, "only the 6 GiB segment can hold it");
+    assert_eq!(reps[0].addr % 4096, 0, "large ranges are page aligned");
+    assert_eq!(end(&mut st, c, "huge", id), 0);
+    assert_eq!(put(&mut st, c, "one-gib", 1 << 30), 0);
+    assert_eq!(put(&mut st, c, "small", 4096), 0);
+    let before = st.stats();
+    assert_eq!(
+        put(&mut st, c, "too-big", 7 << 30),
+        ErrorCode::NoAvailableHandle.as_i32()
+    );
+    assert_eq!(
+        st.stats().evicted_keys,
+        before.evicted_keys,
+        "nothing evicted in vain"
+    );
+    assert_eq!(exist1(&mut st, "huge"), 1);
+}

@@ -149,10 +149,24 @@ impl Pool {
     async fn connect(&self) -> Result<Lane> {
         let cfg = &self.shared.cfg;
         let fut = async {
-            match self.addr {
-                Some(a) => TcpStream::connect(a).await,
-                None => TcpStream::connect(self.endpoint.as_str()).await,
-            }
+            let addr = match self.addr {
+                Some(a) => a,
+                None => tokio::net::lookup_host(self.endpoint.as_str())
+                    .await?
+                    .next()
+                    .ok_or_else(|| {
+                        std::io::Error::new(std::io::ErrorKind::NotFound, "no address")
+                    })?,
+            };
+            let sock = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            // Best effort, as on the listener (see DATA_SOCKET_BUFFER).
+            let _ = sock.set_send_buffer_size(crate::engine::DATA_SOCKET_BUFFER);
+            let _ = sock.set_recv_buffer_size(crate::engine::DATA_SOCKET_BUFFER);
+            sock.connect(addr).await
         };
         let stream = match tokio::time::timeout(cfg.connect_timeout, fut).await {
             Ok(Ok(s)) => s,

@@ -206,3 +206,95 @@ async fn full_leased_pool_gives_200_then_succeeds() {
     assert_eq!(c.get("one-more").await.unwrap(), data);
     c.close().await.unwrap();
 }
+
+/// W3: filled to 97 % with unleased objects, the pool is back under (hwm - ratio) within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proactive_eviction_within_a_second() {
+    let m = master(&[]);
+    let (rpc, metrics) = (m.field("rpc"), m.field("metrics"));
+    let _n = node(&rpc, "64MB");
+    let c = client(&rpc).await;
+    let cfg = ReplicateConfig::default();
+    let cap = crate::cluster::metric(&metrics, "master_total_capacity_bytes");
+    let obj = 1 << 20;
+    let data = pattern(7, obj);
+    // 62 x 1 MiB = 97 % of 64 MiB; puts never read, so nothing holds a lease.
+    for i in 0..62 {
+        c.put(&format!("w3-{i}"), &data, &cfg).await.unwrap();
+    }
+    let filled = std::time::Instant::now();
+    let target = (0.90 - 0.05) * cap as f64;
+    let under = eventually(Duration::from_secs(1), || {
+        (crate::cluster::metric(&metrics, "master_allocated_bytes") as f64) <= target
+    })
+    .await;
+    assert!(
+        under,
+        "usage above hwm - ratio {:?} after filling",
+        filled.elapsed()
+    );
+    // The newest objects survived (approximate LRU evicts the oldest).
+    assert_eq!(c.get("w3-61").await.unwrap(), data);
+    c.close().await.unwrap();
+}
+
+/// W12: a put acknowledged to one client is immediately readable, byte for byte, by another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_then_immediate_get_from_another_client() {
+    let m = master(&[]);
+    let rpc = m.field("rpc");
+    let _n = node(&rpc, "64MB");
+    let writer = client(&rpc).await;
+    let reader = client(&rpc).await;
+    let cfg = ReplicateConfig::default();
+    for i in 0..2000u32 {
+        let len = 1 + (i as usize * 7919) % (256 << 10);
+        let data = pattern(i as u8, len);
+        let key = format!("w12-{i}");
+        writer.put(&key, &data, &cfg).await.unwrap();
+        let got = reader
+            .get(&key)
+            .await
+            .unwrap_or_else(|e| panic!("get {key}: {e}"));
+        assert!(got == data, "torn or stale read of {key}");
+        if i % 64 == 63 {
+            let old: Vec<String> = (i - 63..=i).map(|k| format!("w12-{k}")).collect();
+            let old: Vec<&str> = old.iter().map(String::as_str).collect();
+            reader.batch_remove(&old, true).await;
+        }
+    }
+    writer.close().await.unwrap();
+    reader.close().await.unwrap();
+}
+
+/// The client HTTP endpoint (contract §4.5) of a node that enables it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_client_http_endpoint() {
+    use crate::cluster::{http_get, node_with};
+    let m = master(&[]);
+    let rpc = m.field("rpc");
+    let n = node_with(
+        &rpc,
+        "8MB",
+        &[
+            "--host=127.0.0.1",
+            "--metadata_server=P2PHANDSHAKE",
+            "--enable_http_server",
+            "--http_port=0",
+        ],
+    );
+    let base = format!("http://{}", n.field("http"));
+    let (status, body) = http_get(&format!("{base}/health"));
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""status":"healthy""#), "{body}");
+    let (status, text) = http_get(&format!("{base}/metrics"));
+    assert_eq!(status, 200);
+    let hb = text
+        .lines()
+        .find_map(|l| l.strip_prefix("mooncake_client_rpc_count{rpc=\"heartbeat\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("heartbeat count");
+    assert!(hb >= 1, "the node heartbeats: {hb}");
+    assert!(text.contains("mooncake_transfer_put_latency_bucket"));
+    assert_eq!(http_get(&format!("{base}/metrics/summary")).0, 200);
+}
