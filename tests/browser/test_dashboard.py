@@ -57,6 +57,7 @@ FIGURES = {
     "segment-count": "tidepool_segments",
     "get-hits": "valid_get_nums_",
     "get-total": "total_get_nums_",
+    "exist-hits": "tidepool_exist_hits_total",
     "evicted-keys": "master_evicted_key_count",
     "evicted-bytes": "master_evicted_size_bytes",
     "dead-clients": "tidepool_dead_clients_total",
@@ -121,7 +122,7 @@ def page_figures(driver):
         out.updates = Number(document.body.dataset.updates || 0);
         return out;
         """,
-        list(FIGURES) + ["hit-ratio", "role"],
+        list(FIGURES) + ["hit-ratio", "role", "exist-keys", "exist-hit-ratio"],
     )
 
 
@@ -154,6 +155,9 @@ def compare(driver, admin):
     )
     if rows != metric_rows:
         bad.append(f"segments: page {rows} vs metrics {metric_rows}")
+    exist_keys = value(samples, "tidepool_rpc_keys_total", op="exist")
+    if fig["exist-keys"] is None or float(fig["exist-keys"]["raw"] or "nan") != exist_keys:
+        bad.append(f"exist-keys: page {fig['exist-keys']} vs {exist_keys}")
     for op in ("put_start", "put_end", "get_replicas"):
         want = value(samples, "tidepool_rpc_latency_seconds_count", op=op)
         if fig["latency"].get(op) != want:
@@ -204,6 +208,8 @@ def test_dashboard_shows_what_metrics_say(cluster, browser, out_dir):
     assert value(samples, "master_allocated_bytes") >= 64 * 256 * 1024 + 100 * 4096
     assert value(samples, "valid_get_nums_") > 0
     assert value(samples, "master_batch_put_start_items_total") > 0
+    # bench checks 64-key exist batches of keys it wrote: all found.
+    assert value(samples, "tidepool_exist_hits_total") == value(samples, "tidepool_rpc_keys_total", op="exist") > 0
 
     browser.get(f"http://{admin}/dashboard")
     assert "Tidepool" in browser.title
@@ -223,6 +229,7 @@ def test_dashboard_shows_what_metrics_say(cluster, browser, out_dir):
     assert fig["allocated-bytes"]["text"] == fmt_bytes(value(samples, "master_allocated_bytes"))
     ratio = value(samples, "valid_get_nums_") / value(samples, "total_get_nums_")
     assert fig["hit-ratio"]["text"] == f"{100 * ratio:.1f} %"
+    assert fig["exist-hit-ratio"]["text"] == "100.0 %"
     assert fig["role"]["text"] == "leader · serving"
     assert sorted(r[0] for r in fig["rows"]) == sorted(cluster["segments"])
 

@@ -124,6 +124,9 @@ function render(d) {
   put("hit-ratio", d.hit_ratio, fmtRatio(d.hit_ratio));
   put("get-hits", d.get_hits, fmtCount(d.get_hits));
   put("get-total", d.get_total, fmtCount(d.get_total));
+  put("exist-hit-ratio", d.exist_hit_ratio, fmtRatio(d.exist_hit_ratio));
+  put("exist-hits", d.exist_hits, fmtCount(d.exist_hits));
+  put("exist-keys", d.exist_keys, fmtCount(d.exist_keys));
   put("active-clients", d.active_clients, fmtCount(d.active_clients));
   put("segment-count", d.segment_count, fmtCount(d.segment_count));
   put("evicted-keys", d.evicted_keys, fmtCount(d.evicted_keys));
@@ -192,6 +195,7 @@ function render(d) {
   ], gbFmt, now, span);
   drawChart(document.getElementById("chart-hits"), [
     { points: pts((r) => (r.hit_ratio === null ? null : 100 * r.hit_ratio)), color: COLORS[1] },
+    { points: pts((r) => (r.exist_hit_ratio === null ? null : 100 * r.exist_hit_ratio)), color: COLORS[0] },
   ], (v) => v.toFixed(0), now, span, 100 / 1.1);
   drawChart(document.getElementById("chart-used"), [
     { points: pts((r) => r.allocated_bytes), color: COLORS[0] },

@@ -293,11 +293,14 @@ async fn dashboard_data(State(st): State<SharedState>) -> Response {
     };
     let m = &st.metrics;
     let (hits, gets) = m.lookups(&s);
-    let hit_ratio = if gets == 0 {
-        Value::Null
-    } else {
-        json!(hits as f64 / gets as f64)
+    let ratio = |a: u64, b: u64| {
+        if b == 0 {
+            Value::Null
+        } else {
+            json!(a as f64 / b as f64)
+        }
     };
+    let (exist_hits, exist_keys) = m.exist_counts();
     let requests: serde_json::Map<String, Value> = RpcOp::ALL
         .iter()
         .map(|&op| (op.name().to_string(), json!(m.requests(op))))
@@ -332,7 +335,10 @@ async fn dashboard_data(State(st): State<SharedState>) -> Response {
         "get_total": gets,
         "get_hits": hits,
         "hit_bytes": m.hit_bytes(),
-        "hit_ratio": hit_ratio,
+        "hit_ratio": ratio(hits, gets),
+        "exist_hits": exist_hits,
+        "exist_keys": exist_keys,
+        "exist_hit_ratio": ratio(exist_hits, exist_keys),
         "requests": requests,
         "latency": latency,
         "segments": segs.iter().map(segment_json).collect::<Vec<_>>(),

@@ -371,6 +371,10 @@ pub struct Sample {
     pub gets: u64,
     /// Lookups that found a readable object since start.
     pub hits: u64,
+    /// Keys checked by `Exist` since start.
+    pub exist_keys: u64,
+    /// `Exist` keys found since start.
+    pub exist_hits: u64,
     /// Allocated bytes now.
     pub allocated_bytes: u64,
     /// Objects now.
@@ -396,6 +400,8 @@ pub struct Rate {
     pub get_bytes_per_s: f64,
     /// Hits / lookups in the interval; `None` when there were no lookups.
     pub hit_ratio: Option<f64>,
+    /// Found / checked `Exist` keys in the interval; `None` when there were none.
+    pub exist_hit_ratio: Option<f64>,
     /// Allocated bytes at the later sample.
     pub allocated_bytes: u64,
     /// Objects at the later sample.
@@ -410,6 +416,7 @@ impl Rate {
         let dt = (b.t_ms.saturating_sub(a.t_ms) as f64 / 1000.0).max(1e-3);
         let per_s = |x: u64, y: u64| y.saturating_sub(x) as f64 / dt;
         let gets = b.gets.saturating_sub(a.gets);
+        let checks = b.exist_keys.saturating_sub(a.exist_keys);
         Rate {
             t_ms: b.t_ms,
             put_ops: per_s(a.put_keys, b.put_keys),
@@ -418,6 +425,8 @@ impl Rate {
             put_bytes_per_s: per_s(a.put_bytes, b.put_bytes),
             get_bytes_per_s: per_s(a.get_bytes, b.get_bytes),
             hit_ratio: (gets > 0).then(|| b.hits.saturating_sub(a.hits) as f64 / gets as f64),
+            exist_hit_ratio: (checks > 0)
+                .then(|| b.exist_hits.saturating_sub(a.exist_hits) as f64 / checks as f64),
             allocated_bytes: b.allocated_bytes,
             key_count: b.key_count,
             evicted_keys: b.evicted_keys.saturating_sub(a.evicted_keys),
@@ -436,6 +445,9 @@ pub struct Metrics {
     value_size: Histogram,
     hit_bytes: Counter,
     put_bytes: Counter,
+    /// `Exist` keys answered 1. A KV-cache engine finds its prefix hits with `exist`, so
+    /// this ratio is the one its operators mean by "hit ratio"; Mooncake's counters see gets.
+    exist_hits: Counter,
     connections_open: AtomicU64,
     connections_total: Counter,
     malformed_frames: Counter,
@@ -466,6 +478,7 @@ impl Metrics {
             value_size: Histogram::new(VALUE_SIZE_BOUNDS, 1.0),
             hit_bytes: Counter::default(),
             put_bytes: Counter::default(),
+            exist_hits: Counter::default(),
             connections_open: AtomicU64::new(0),
             connections_total: Counter::default(),
             malformed_frames: Counter::default(),
@@ -521,6 +534,11 @@ impl Metrics {
             .collect()
     }
 
+    /// `(found, checked)` keys of `Exist` requests so far.
+    pub fn exist_counts(&self) -> (u64, u64) {
+        (self.exist_hits.get(), self.keys[RpcOp::Exist.idx()].get())
+    }
+
     /// Bytes of objects found by lookups so far.
     pub fn hit_bytes(&self) -> u64 {
         self.hit_bytes.get()
@@ -561,6 +579,10 @@ impl Metrics {
             MasterResponse::Replicas(r) => {
                 let bytes: u64 = r.iter().flatten().map(|v| v.size).sum();
                 self.hit_bytes.add(bytes);
+            }
+            MasterResponse::Codes(c) if op == RpcOp::Exist => {
+                self.exist_hits
+                    .add(c.iter().filter(|&&v| v == 1).count() as u64);
             }
             _ => {}
         }
@@ -609,6 +631,8 @@ impl Metrics {
             get_bytes: self.hit_bytes.get(),
             gets,
             hits,
+            exist_keys: k(RpcOp::Exist),
+            exist_hits: self.exist_hits.get(),
             allocated_bytes: stats.allocated_bytes,
             key_count: stats.key_count,
             evicted_keys: stats.evicted_keys,
@@ -858,6 +882,12 @@ impl Metrics {
             "tidepool_get_misses_total",
             "Lookups that did not find a readable object.",
             gets.saturating_sub(hits),
+        );
+        counter(
+            o,
+            "tidepool_exist_hits_total",
+            "Exist checks that found a readable object (ratio: over tidepool_rpc_keys_total{op=\"exist\"}).",
+            self.exist_hits.get(),
         );
         counter(
             o,
@@ -1134,6 +1164,16 @@ mod tests {
         };
         m.record(
             RpcOp::Exist,
+            &RequestFacts {
+                keys: 3,
+                ..Default::default()
+            },
+            &MasterResponse::Codes(vec![1, 0, 1]),
+            Duration::ZERO,
+        );
+        assert_eq!(m.exist_counts(), (2, 3));
+        m.record(
+            RpcOp::Exist,
             &two,
             &MasterResponse::Codes(vec![-600, -600]),
             Duration::ZERO,
@@ -1168,6 +1208,8 @@ mod tests {
         assert_eq!(value(&text, "master_get_replica_list_failures_total"), 1.0);
         assert_eq!(value(&text, "mem_cache_hit_bytes_total"), 5000.0);
         assert_eq!(value(&text, "master_batch_exist_key_failures_total"), 1.0);
+        assert_eq!(value(&text, "tidepool_exist_hits_total"), 2.0);
+        assert_eq!(value(&text, "tidepool_rpc_keys_total{op=\"exist\"}"), 5.0);
         assert_eq!(
             value(&text, "master_batch_exist_key_failed_items_total"),
             2.0

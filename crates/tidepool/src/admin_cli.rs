@@ -234,6 +234,15 @@ fn status_text(admin: &str, d: &Value) -> String {
             format!("{} of {} ({})", bytes(alloc), bytes(cap), pct(alloc, cap)),
         ],
         vec![
+            "Exist hit ratio".into(),
+            format!(
+                "{} ({} found / {} checked)",
+                pct(u(d, "exist_hits"), u(d, "exist_keys")),
+                u(d, "exist_hits"),
+                u(d, "exist_keys")
+            ),
+        ],
+        vec![
             "Hit ratio".into(),
             format!("{} ({hits} hits / {gets} lookups)", pct(hits, gets)),
         ],
