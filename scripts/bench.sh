@@ -18,13 +18,13 @@ wait_ready() {
   done
   echo "process did not start" >&2; exit 1
 }
-"$BIN" master --rpc_address=127.0.0.1 --rpc_port=0 --metrics_host=127.0.0.1 --metrics_port=0 \
+${NICE:-} "$BIN" master --rpc_address=127.0.0.1 --rpc_port=0 --metrics_host=127.0.0.1 --metrics_port=0 \
   --enable_metric_reporting=false >"$WORK/master.out" 2>"$WORK/master.err" &
 MASTER_PID=$!
 pids+=("$MASTER_PID")
 RPC=$(wait_ready "$WORK/master.out" | sed -n 's/.*rpc=\([^ ]*\).*/\1/p')
-"$BIN" node --host=127.0.0.1 --master_server_address="$RPC" --metadata_server=P2PHANDSHAKE \
+${NICE:-} "$BIN" node --host=127.0.0.1 --master_server_address="$RPC" --metadata_server=P2PHANDSHAKE \
   --global_segment_size="${NODE_SIZE:-2GB}" >"$WORK/node.out" 2>"$WORK/node.err" &
 pids+=($!)
 wait_ready "$WORK/node.out" >/dev/null
-"$BIN" bench --master "$RPC" --master-pid "$MASTER_PID" "$@"
+${NICE:-} "$BIN" bench --master "$RPC" --master-pid "$MASTER_PID" "$@"

@@ -114,6 +114,13 @@ impl ClientMetrics {
         };
     }
 
+    /// Mean latency and count of one master RPC (by its name in [`RPCS`]).
+    pub fn rpc_mean(&self, name: &str) -> Option<(Duration, u64)> {
+        let h = &self.rpc[RPCS.iter().position(|&r| r == name)?];
+        let n = h.count();
+        (n > 0).then(|| (Duration::from_micros(h.sum_us.load(Relaxed) / n), n))
+    }
+
     /// Prometheus text of every series, plus the transfer engine's per-transport byte counts.
     pub fn render(&self, transfer: &tidepool_transfer::TransferStats) -> String {
         let mut out = String::new();

@@ -115,9 +115,18 @@ impl std::fmt::Debug for TransferEngine {
     }
 }
 
-/// Socket buffer size of data connections. Large buffers let one lane keep a loopback or LAN
-/// stream full with fewer wake-ups per MiB (the kernel caps the value at `net.core.*mem_max`).
-pub(crate) const DATA_SOCKET_BUFFER: u32 = 4 << 20;
+/// Socket buffer size of data connections, from `TIDEPOOL_SOCKET_BUFFER` (bytes); `None` (the
+/// default) leaves the kernel's autotuning on, which an explicit size would switch off.
+pub(crate) fn data_socket_buffer() -> Option<u32> {
+    static V: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("TIDEPOOL_SOCKET_BUFFER")
+            .ok()
+            .and_then(|v| tidepool_common::parse_size(&v).ok())
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|&v| v > 0)
+    })
+}
 
 /// Binds the data listener; accepted connections inherit its socket buffer sizes.
 async fn bind_data_listener(host: &str, port: u16) -> Result<TcpListener> {
@@ -138,9 +147,11 @@ async fn bind_data_listener(host: &str, port: u16) -> Result<TcpListener> {
             tokio::net::TcpSocket::new_v6()
         }
         .map_err(fail)?;
-        // Best effort: a kernel limit below the request is not an error.
-        let _ = sock.set_recv_buffer_size(DATA_SOCKET_BUFFER);
-        let _ = sock.set_send_buffer_size(DATA_SOCKET_BUFFER);
+        if let Some(size) = data_socket_buffer() {
+            // Best effort: a kernel limit below the request is not an error.
+            let _ = sock.set_recv_buffer_size(size);
+            let _ = sock.set_send_buffer_size(size);
+        }
         let _ = sock.set_reuseaddr(true);
         match sock.bind(addr).and_then(|()| sock.listen(1024)) {
             Ok(l) => return Ok(l),

@@ -38,6 +38,9 @@ struct Args {
     /// Use TCP even for segments on this host.
     #[arg(long)]
     no_shm: bool,
+    /// Pooled TCP connections per peer.
+    #[arg(long, default_value_t = 8)]
+    lanes: usize,
     /// Metadata scale: put this many 64-byte objects in batches of 1000, then measure.
     #[arg(long, default_value_t = 0)]
     meta_objects: u64,
@@ -72,6 +75,7 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
         master_addr: a.master.clone(),
         segment_size: a.segment_size,
         enable_shm: !a.no_shm,
+        lanes: a.lanes,
         ..ClientConfig::default()
     })
     .await
@@ -84,6 +88,14 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
     if a.meta_objects > 0 {
         meta(&client, &a, run).await?;
     }
+    let means: Vec<String> = ["put_start", "put_end", "get_replica_list", "exist_key"]
+        .iter()
+        .filter_map(|&r| {
+            let (mean, n) = client.metrics().rpc_mean(r)?;
+            Some(format!("{r} {:.1} us (n={n})", mean.as_secs_f64() * 1e6))
+        })
+        .collect();
+    println!("master RPC means: {}", means.join(", "));
     let _ = client.close().await;
     Ok(())
 }

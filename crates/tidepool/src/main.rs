@@ -67,7 +67,7 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
+fn run(fut: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static) -> i32 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,7 +78,11 @@ fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
             return 1;
         }
     };
-    match rt.block_on(fut) {
+    // The work runs on a worker thread, not on this one: a worker also drives the I/O
+    // reactor, so a reply wakes the task directly instead of waking a worker that then has to
+    // wake the blocked main thread (one thread wake-up fewer per round trip).
+    let joined = rt.block_on(rt.spawn(fut));
+    match joined.unwrap_or_else(|e| Err(anyhow::anyhow!("main task failed: {e}"))) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -163,9 +163,11 @@ impl Pool {
             } else {
                 tokio::net::TcpSocket::new_v6()?
             };
-            // Best effort, as on the listener (see DATA_SOCKET_BUFFER).
-            let _ = sock.set_send_buffer_size(crate::engine::DATA_SOCKET_BUFFER);
-            let _ = sock.set_recv_buffer_size(crate::engine::DATA_SOCKET_BUFFER);
+            if let Some(size) = crate::engine::data_socket_buffer() {
+                // Best effort, as on the listener.
+                let _ = sock.set_send_buffer_size(size);
+                let _ = sock.set_recv_buffer_size(size);
+            }
             sock.connect(addr).await
         };
         let stream = match tokio::time::timeout(cfg.connect_timeout, fut).await {
