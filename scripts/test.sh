@@ -76,3 +76,43 @@ run_python_tests() {
 }
 
 run_python_tests
+
+# ---------------------------------------------------------------------------------------------
+# Browser test of the master dashboard (tests/browser): Debian chromium + chromedriver driven
+# by selenium, a real cluster from the binary built above, /metrics parsed by prometheus_client.
+# Self-contained: its own apt packages, its own venv (.venv-browser), its own output dir.
+# TIDEPOOL_SKIP_BROWSER=1 skips it (say so out loud; CI never sets it).
+run_browser_tests() {
+  if [ "${TIDEPOOL_SKIP_BROWSER:-0}" = 1 ]; then
+    echo "== browser tests: skipped (TIDEPOOL_SKIP_BROWSER=1)"
+    return 0
+  fi
+  echo "== browser tests (tests/browser)"
+  if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+      echo "browser tests need /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)" >&2
+      return 1
+    fi
+  fi
+  local venv=.venv-browser
+  if ! [ -x "$venv/bin/python" ]; then
+    if ! python3 -m venv "$venv"; then
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv "$venv"
+      else
+        return 1
+      fi
+    fi
+  fi
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/browser/requirements.txt
+  local out="${BROWSER_TEST_OUT:-$PWD/tests/browser/out}"
+  mkdir -p "$out"
+  echo "browser test output (screenshots, logs): $out"
+  TIDEPOOL_BIN="$CARGO_TARGET_DIR/debug/tidepool" BROWSER_TEST_OUT="$out" \
+    "$venv/bin/python" -m pytest tests/browser -q -p no:cacheprovider
+}
+run_browser_tests

@@ -1,15 +1,19 @@
 //! The master's RPC server: accepts client connections, checks the protocol version once per
-//! connection, and feeds each request into the shared [`MasterState`].
+//! connection, and feeds each request into the shared [`MasterState`](crate::state::MasterState).
 //!
 //! The state is synchronous and every operation is short (no I/O under the lock), so a plain
 //! `parking_lot::Mutex` is used rather than an async lock: holding it never spans an `.await`.
 //! Requests on one connection are answered in order; clients open several connections for
 //! parallelism.
+//!
+//! Every request is counted here, in `handle`, rather than in the state: the state stays
+//! free of metric code, and the latency measured includes waiting for the state lock, which is
+//! what a client sees.
 
-use crate::state::MasterState;
-use parking_lot::Mutex;
+use crate::Master;
+use crate::metrics::{RequestFacts, RpcOp};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tidepool_common::{ClientId, ErrorCode};
 use tidepool_proto::frame::{self, FrameError, FrameKind};
 use tidepool_proto::master::{MasterRequest, MasterResponse};
@@ -23,11 +27,14 @@ use tracing::{debug, info, warn};
 /// How often the background worker runs leases, liveness and eviction.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(20);
 
+/// How often the tick worker appends a sample to the dashboard history.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long a connection polls for the client's next request before parking.
 const NEXT_REQUEST_SPIN: Duration = Duration::from_micros(50);
 
-/// Shared handle to the master's state.
-pub type SharedState = Arc<Mutex<MasterState>>;
+/// Shared handle to the master's state and metrics.
+pub type SharedState = Arc<Master>;
 
 /// Serves clients on `listener` until `shutdown` turns true. Also runs the tick worker.
 pub async fn run(listener: TcpListener, state: SharedState, mut shutdown: watch::Receiver<bool>) {
@@ -38,7 +45,12 @@ pub async fn run(listener: TcpListener, state: SharedState, mut shutdown: watch:
                 Ok((stream, peer)) => {
                     debug!(%peer, "rpc connection");
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_connection(stream, state.clone(), shutdown.clone()));
+                    let (state, shutdown) = (state.clone(), shutdown.clone());
+                    tokio::spawn(async move {
+                        state.metrics.connection_opened();
+                        serve_connection(stream, state.clone(), shutdown).await;
+                        state.metrics.connection_closed();
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
@@ -55,15 +67,31 @@ pub async fn run(listener: TcpListener, state: SharedState, mut shutdown: watch:
 
 /// Runs `MasterState::tick` periodically: dead-client reaping, put release timeout, proactive
 /// eviction. At 20 ms the "eviction within 100 ms of crossing the watermark" rule holds.
+/// Once a second it also samples the counters into the dashboard history, so the charts have
+/// the last minutes even when nobody had the page open.
 async fn tick_worker(state: SharedState, mut shutdown: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(TICK_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sample = tokio::time::interval(SAMPLE_INTERVAL);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = interval.tick() => state.lock().tick(),
+            _ = sample.tick() => {
+                let stats = state.lock().stats();
+                state.metrics.sample(&stats, unix_ms());
+            }
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Wall-clock time in ms since the Unix epoch (chart timestamps; not used for leases).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Serves one connection: a `Hello` first, then any requests.
@@ -92,6 +120,7 @@ async fn serve_connection(
             Ok(x) => x,
             Err(FrameError::Closed) => return,
             Err(FrameError::BadVersion(v)) => {
+                state.metrics.version_rejected();
                 // W19: tell the peer once, clearly, instead of failing every call.
                 let resp = MasterResponse::Error {
                     code: ErrorCode::InvalidVersion,
@@ -109,6 +138,7 @@ async fn serve_connection(
                 return;
             }
             Err(e) => {
+                state.metrics.malformed_frame();
                 warn!(?peer, error = %e, "closing rpc connection after malformed frame");
                 return;
             }
@@ -117,10 +147,13 @@ async fn serve_connection(
             return;
         }
         let resp = match msg {
-            Err(e) => MasterResponse::Error {
-                code: ErrorCode::InvalidParams,
-                message: format!("malformed request: {e}"),
-            },
+            Err(e) => {
+                state.metrics.malformed_frame();
+                MasterResponse::Error {
+                    code: ErrorCode::InvalidParams,
+                    message: format!("malformed request: {e}"),
+                }
+            }
             Ok(req) => handle(&state, &mut client, req),
         };
         if frame::write_frame(
@@ -139,12 +172,76 @@ async fn serve_connection(
     }
 }
 
-/// Turns one request into one response.
+/// The metric kind of a request.
+fn op_of(req: &MasterRequest) -> RpcOp {
+    match req {
+        MasterRequest::Hello { .. } => RpcOp::Hello,
+        MasterRequest::Heartbeat => RpcOp::Heartbeat,
+        MasterRequest::MountSegment(_) => RpcOp::MountSegment,
+        MasterRequest::UnmountSegment(_) => RpcOp::UnmountSegment,
+        MasterRequest::PutStart { .. } => RpcOp::PutStart,
+        MasterRequest::PutEnd(_) => RpcOp::PutEnd,
+        MasterRequest::PutRevoke(_) => RpcOp::PutRevoke,
+        MasterRequest::GetReplicas(_) => RpcOp::GetReplicas,
+        MasterRequest::Exist(_) => RpcOp::Exist,
+        MasterRequest::Remove { .. } => RpcOp::Remove,
+        MasterRequest::RemoveAll { .. } => RpcOp::RemoveAll,
+        MasterRequest::RemoveByRegex { .. } => RpcOp::RemoveByRegex,
+        MasterRequest::DescribeSegments(_) => RpcOp::DescribeSegments,
+        MasterRequest::ListSegments => RpcOp::ListSegments,
+        MasterRequest::QueryKey(_) => RpcOp::QueryKey,
+        MasterRequest::Stats => RpcOp::Stats,
+        MasterRequest::Goodbye => RpcOp::Goodbye,
+    }
+}
+
+/// What the metrics need to know about `req` before it is moved into the state.
+fn facts_of(state: &SharedState, req: &MasterRequest) -> RequestFacts {
+    let keys = match req {
+        MasterRequest::PutStart { items, .. } => items.len(),
+        MasterRequest::PutEnd(items) => items.len(),
+        MasterRequest::PutRevoke(items) => items.len(),
+        MasterRequest::GetReplicas(keys) | MasterRequest::Exist(keys) => keys.len(),
+        MasterRequest::Remove { keys, .. } => keys.len(),
+        MasterRequest::QueryKey(_) => 1,
+        _ => 0,
+    };
+    let put_sizes = match req {
+        MasterRequest::PutStart { items, .. } => items.iter().map(|(_, s)| *s).collect(),
+        _ => Vec::new(),
+    };
+    // Mounts are rare (once per node start), so listing segments here costs nothing.
+    let remount = match req {
+        MasterRequest::MountSegment(spec) => state
+            .lock()
+            .list_segments()
+            .iter()
+            .any(|s| s.spec.name == spec.name),
+        _ => false,
+    };
+    RequestFacts {
+        keys,
+        put_sizes,
+        remount,
+    }
+}
+
+/// Turns one request into one response, and counts it.
 fn handle(
     state: &SharedState,
     client: &mut Option<ClientId>,
     req: MasterRequest,
 ) -> MasterResponse {
+    let started = Instant::now();
+    let op = op_of(&req);
+    let facts = facts_of(state, &req);
+    let resp = serve(state, client, req);
+    state.metrics.record(op, &facts, &resp, started.elapsed());
+    resp
+}
+
+/// Turns one request into one response.
+fn serve(state: &SharedState, client: &mut Option<ClientId>, req: MasterRequest) -> MasterResponse {
     if let MasterRequest::Hello {
         version_min,
         version_max,

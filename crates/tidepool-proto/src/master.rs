@@ -199,4 +199,9 @@ pub struct MasterStats {
     pub get_hits: u64,
     /// Lookups in total.
     pub get_total: u64,
+    /// Stale in-flight puts taken over by a newer put of the same key (past
+    /// `put_start_discard_timeout`; Mooncake's `master_put_start_discard_cnt`).
+    pub put_discards: u64,
+    /// In-flight puts whose space was reclaimed after `put_start_release_timeout`.
+    pub put_releases: u64,
 }

@@ -7,7 +7,9 @@
 //! - `tidepool bench [options]`: load generator against a running cluster.
 //! - `tidepool replay --trace FILE`: replays a FAST'25 request trace against a cluster.
 //! - `tidepool fill`: writes objects into a cluster (loading by hand, writer in tests).
+//! - `tidepool status|segments|key KEY [--admin HOST:PORT]`: admin views ([`admin_cli`]).
 
+mod admin_cli;
 mod bench;
 mod cli;
 mod fill;
@@ -46,13 +48,14 @@ fn main() {
         "bench" => run(bench::main(rest)),
         "replay" => run(replay::main(rest)),
         "fill" => run(fill::main(rest)),
+        "status" | "segments" | "key" => admin_cli::main(&args[1..]),
         "-V" | "--version" | "version" => {
             println!("tidepool {}", env!("CARGO_PKG_VERSION"));
             0
         }
         _ => {
             eprintln!(
-                "usage: tidepool <master|node|bench|replay|fill> [flags]\n  master  metadata and allocation service (Mooncake master flags)\n  node    storage process contributing a segment\n  bench   load generator against a running cluster\n  replay  replay a request trace against a running cluster\n  fill    write objects into a running cluster"
+                "usage: tidepool <master|node|bench|replay|fill|status|segments|key> [flags]\n  master  metadata and allocation service (Mooncake master flags)\n  node    storage process contributing a segment\n  bench   load generator against a running cluster\n  replay  replay a request trace against a running cluster\n  fill    write objects into a running cluster\n  status | segments | key KEY  admin views of a running master (--admin HOST:PORT)"
             );
             if sub.is_empty() || sub == "-h" || sub == "--help" {
                 0
@@ -170,7 +173,7 @@ async fn master(args: Vec<String>) -> anyhow::Result<()> {
         });
     }
     let rpc_addr = rpc.local_addr()?;
-    info!(%rpc_addr, %admin_addr, ?meta_addr, "tidepool master serving");
+    info!(%rpc_addr, %admin_addr, ?meta_addr, dashboard = %format!("http://{admin_addr}/dashboard"), "tidepool master serving");
     // Machine-readable ready line for scripts and tests (ports may have been 0).
     println!(
         "READY rpc={rpc_addr} metrics={admin_addr} metadata={}",

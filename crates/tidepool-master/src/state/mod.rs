@@ -346,6 +346,7 @@ impl MasterState {
             if now.saturating_sub(self.objects.get(i).stamp_ms) < release {
                 break;
             }
+            self.counters.put_releases += 1;
             self.drop_object(i);
         }
         self.evict_in_tick(now);

@@ -83,6 +83,7 @@ impl MasterState {
                 return PutStartResult::InFlight;
             }
             // A stale put: take it over (its writer's put_end will get -704/-601).
+            self.counters.put_discards += 1;
             self.drop_object(idx);
         }
         if self.objects.slot_count() >= MAX_OBJECTS && self.objects.len() >= MAX_OBJECTS {

@@ -40,9 +40,14 @@ async fn killed_writer_mid_put_is_revoked() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // The put is in flight once the master lists the key (query_key shows in-flight replicas).
+    // The put is in flight once the master knows the key: query_key answers -703
+    // (REPLICA_IS_NOT_READY, contract §4.4) while it is being written.
     let query = format!("http://{metrics}/query_key?key=big-0");
-    let started = eventually(Duration::from_secs(20), || http_get(&query).0 == 200).await;
+    let started = eventually(Duration::from_secs(20), || {
+        let (code, body) = http_get(&query);
+        code == 200 || body.contains("-703")
+    })
+    .await;
     assert!(started, "the writer never started its put");
     assert!(metric(&metrics, "master_allocated_bytes") >= before + (512 << 20));
     writer.kill().unwrap();

@@ -2,6 +2,7 @@
 //! 127.0.0.1 with OS-assigned ports (reported on a READY line), and the test process joins as
 //! a client. Every child is killed when its handle drops.
 
+mod admin;
 mod cluster;
 mod faults;
 mod store;
