@@ -6,20 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "install Rust (rustup) first" >&2; exit 1; }
-cargo build --release -q -p tidepool
-BIN=${CARGO_TARGET_DIR:-target}/release/tidepool
-WORK=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-wait_ready() { # file -> READY line
-  for _ in $(seq 1 200); do
-    if grep -q '^READY' "$1" 2>/dev/null; then grep -m1 '^READY' "$1"; return 0; fi
-    sleep 0.05
-  done
-  echo "process did not start; log:" >&2; cat "$1" >&2; exit 1
-}
+source scripts/lib/cluster.sh
 
 SPEEDUP=${DEMO_SPEEDUP:-20}
 # The read-lease TTL is divided by the replay speed-up, as a 1x engine would hold 10 s.
@@ -29,9 +16,9 @@ TTL=$((10000 / SPEEDUP))
   --default_kv_lease_ttl="$TTL" >"$WORK/master.out" 2>"$WORK/master.err" &
 pids+=($!)
 READY=$(wait_ready "$WORK/master.out")
-RPC=$(sed -n 's/.*rpc=\([^ ]*\).*/\1/p' <<<"$READY")
-METRICS=$(sed -n 's/.*metrics=\([^ ]*\).*/\1/p' <<<"$READY")
-META=$(sed -n 's/.*metadata=\([^ ]*\).*/\1/p' <<<"$READY")
+RPC=$(field "$READY" rpc)
+METRICS=$(field "$READY" metrics)
+META=$(field "$READY" metadata)
 echo "master     rpc $RPC   metadata http://$META/metadata"
 echo "dashboard  http://$METRICS/   (metrics: http://$METRICS/metrics)"
 for i in 1 2; do
