@@ -218,9 +218,14 @@ async fn proactive_eviction_within_a_second() {
     let cap = crate::cluster::metric(&metrics, "master_total_capacity_bytes");
     let obj = 1 << 20;
     let data = pattern(7, obj);
-    // 62 x 1 MiB = 97 % of 64 MiB; puts never read, so nothing holds a lease.
-    for i in 0..62 {
-        c.put(&format!("w3-{i}"), &data, &cfg).await.unwrap();
+    // 62 x 1 MiB = 97 % of 64 MiB in ONE batch, so the pool really reaches 97 % before the
+    // next eviction tick (one-by-one puts would be trimmed at 90 % along the way); never
+    // read, so nothing holds a lease.
+    let keys: Vec<String> = (0..62).map(|i| format!("w3-{i}")).collect();
+    let parts = [&data[..]];
+    let items: Vec<(&str, &[&[u8]])> = keys.iter().map(|k| (k.as_str(), &parts[..])).collect();
+    for r in c.put_parts_batch(&items, &cfg).await {
+        r.unwrap();
     }
     let filled = std::time::Instant::now();
     let target = (0.90 - 0.05) * cap as f64;
