@@ -113,6 +113,7 @@ fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// The client configuration for a `setup`: the segment is named after `local_hostname`
 /// (verbatim with a port, else with a port picked in `[MC_STORE_CLIENT_MIN_PORT,
 /// MC_STORE_CLIENT_MAX_PORT]`), and the data server binds `MC_TCP_BIND_ADDRESS` or that host.
+/// Same-host peers are reached through shared memory unless `TIDEPOOL_SHM=0`.
 fn client_config(
     master_addr: String,
     local_hostname: String,
@@ -138,6 +139,10 @@ fn client_config(
         bind_retries: env_num("MC_STORE_CLIENT_SETUP_RETRIES", 20),
         metadata_server,
         segment_size,
+        // TIDEPOOL_SHM=0 keeps same-host peers on TCP (to measure or debug the TCP path).
+        enable_shm: std::env::var("TIDEPOOL_SHM")
+            .map(|v| tidepool_common::parse_bool(&v).unwrap_or(true))
+            .unwrap_or(true),
         ..ClientConfig::default()
     })
 }
