@@ -3,60 +3,20 @@
 //! Prometheus text is rendered on demand by [`ClientMetrics::render`].
 //!
 //! Hand-written rather than a metrics crate: a dozen fixed series whose names the contract
-//! pins, rendered in one function, are simpler than a registry.
+//! pins, rendered in one function, are simpler than a registry. The histograms are the
+//! master's ([`tidepool_common::metrics`]), in nanoseconds printed as seconds.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+use tidepool_common::metrics::{Histogram, LATENCY_BOUNDS_NS};
 
-/// Histogram bucket bounds in microseconds (upper bounds; +Inf is implicit).
-const BOUNDS_US: [u64; 14] = [
-    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000, 10_000_000,
-];
-
-/// A latency histogram with fixed buckets.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; BOUNDS_US.len()],
-    count: AtomicU64,
-    sum_us: AtomicU64,
+fn latency() -> Histogram {
+    Histogram::new(LATENCY_BOUNDS_NS, 1e9)
 }
 
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, d: Duration) {
-        let us = d.as_micros() as u64;
-        if let Some(i) = BOUNDS_US.iter().position(|&b| us <= b) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(us, Relaxed);
-    }
-
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.count.load(Relaxed)
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cum = 0;
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (b, c) in BOUNDS_US.iter().zip(&self.buckets) {
-            cum += c.load(Relaxed);
-            let le = *b as f64 / 1e6;
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cum}");
-        }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {count}");
-    }
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Master RPCs the client counts, by Mooncake-style name.
@@ -89,7 +49,7 @@ pub enum Op {
 }
 
 /// Every client-side series.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClientMetrics {
     rpc: [Histogram; RPCS.len()],
     ops: [Histogram; 4],
@@ -97,17 +57,28 @@ pub struct ClientMetrics {
     read_bytes: AtomicU64,
 }
 
+impl Default for ClientMetrics {
+    fn default() -> Self {
+        Self {
+            rpc: std::array::from_fn(|_| latency()),
+            ops: std::array::from_fn(|_| latency()),
+            write_bytes: AtomicU64::new(0),
+            read_bytes: AtomicU64::new(0),
+        }
+    }
+}
+
 impl ClientMetrics {
     /// Records one master RPC (index into [`RPCS`]).
     pub fn rpc(&self, which: usize, d: Duration) {
         if let Some(h) = self.rpc.get(which) {
-            h.observe(d);
+            h.observe(nanos(d));
         }
     }
 
     /// Records one put/get call and the bytes it moved.
     pub fn op(&self, op: Op, d: Duration, bytes: u64) {
-        self.ops[op as usize].observe(d);
+        self.ops[op as usize].observe(nanos(d));
         match op {
             Op::Put | Op::BatchPut => self.write_bytes.fetch_add(bytes, Relaxed),
             Op::Get | Op::BatchGet => self.read_bytes.fetch_add(bytes, Relaxed),
@@ -118,7 +89,7 @@ impl ClientMetrics {
     pub fn rpc_mean(&self, name: &str) -> Option<(Duration, u64)> {
         let h = &self.rpc[RPCS.iter().position(|&r| r == name)?];
         let n = h.count();
-        (n > 0).then(|| (Duration::from_micros(h.sum_us.load(Relaxed) / n), n))
+        (n > 0).then(|| (Duration::from_nanos(h.sum() / n), n))
     }
 
     /// Prometheus text of every series, plus the transfer engine's per-transport byte counts.
