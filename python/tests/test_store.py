@@ -324,11 +324,6 @@ def test_preferred_segment_targets_this_client(master, store):
     other.close()
 
 
-def test_upserts_are_not_supported_yet(store):
-    assert store.upsert("u", b"x") == -1012
-    assert store.batch_upsert_from(["a", "b"], [0, 0], [1, 1]) == [-1012, -1012]
-
-
 def test_host_mem_allocator(store, client):
     alloc = MooncakeHostMemAllocator()
     p = alloc.alloc(1 << 20)

@@ -183,7 +183,7 @@ pub fn rpc_index(req: &tidepool_proto::master::MasterRequest) -> usize {
         R::Heartbeat => 1,
         R::MountSegment(_) => 2,
         R::UnmountSegment(_) => 3,
-        R::PutStart { .. } => 4,
+        R::PutStart { .. } | R::UpsertStart { .. } => 4,
         R::PutEnd(_) => 5,
         R::PutRevoke(_) => 6,
         R::GetReplicas(_) => 7,

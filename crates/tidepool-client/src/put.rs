@@ -64,8 +64,50 @@ impl Client {
         items: &[(&str, &[&[u8]])],
         cfg: &ReplicateConfig,
     ) -> Vec<Result<()>> {
+        self.store_parts_batch(items, cfg, false).await
+    }
+
+    /// Stores or replaces one object (`upsert`).
+    pub async fn upsert(&self, key: &str, value: &[u8], cfg: &ReplicateConfig) -> Result<()> {
+        self.store(key, value, cfg, true).await
+    }
+
+    /// [`Client::put`] (`replace == false`) or [`Client::upsert`].
+    pub async fn store(
+        &self,
+        key: &str,
+        value: &[u8],
+        cfg: &ReplicateConfig,
+        replace: bool,
+    ) -> Result<()> {
+        let parts = [value];
+        self.store_parts_batch(&[(key, &parts[..])], cfg, replace)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(Error::internal("empty result")))
+    }
+
+    /// Insert-or-replace many objects (`upsert*`): a readable key's old version is replaced
+    /// (unreadable, -703, until the new one commits); a live read lease on it refuses the
+    /// replacement with -706 (W13), so a reader never sees torn bytes. `Ok` means this call's
+    /// bytes are readable now.
+    pub async fn upsert_parts_batch(
+        &self,
+        items: &[(&str, &[&[u8]])],
+        cfg: &ReplicateConfig,
+    ) -> Vec<Result<()>> {
+        self.store_parts_batch(items, cfg, true).await
+    }
+
+    /// [`Client::put_parts_batch`] (`replace == false`) or [`Client::upsert_parts_batch`].
+    pub async fn store_parts_batch(
+        &self,
+        items: &[(&str, &[&[u8]])],
+        cfg: &ReplicateConfig,
+        replace: bool,
+    ) -> Vec<Result<()>> {
         let t = Instant::now();
-        let results = self.put_parts_batch_inner(items, cfg).await;
+        let results = self.put_parts_batch_inner(items, cfg, replace).await;
         let bytes: u64 = items
             .iter()
             .zip(&results)
@@ -85,6 +127,7 @@ impl Client {
         &self,
         items: &[(&str, &[&[u8]])],
         cfg: &ReplicateConfig,
+        replace: bool,
     ) -> Vec<Result<()>> {
         let mut results: Vec<Option<Result<()>>> = vec![None; items.len()];
         let mut pending: Vec<usize> = Vec::with_capacity(items.len());
@@ -107,9 +150,11 @@ impl Client {
                     (key.to_string(), parts.iter().map(|p| p.len() as u64).sum())
                 })
                 .collect();
-            let call = self.inner.rpc.call(MasterRequest::PutStart {
-                items: req,
-                config: cfg.clone(),
+            let config = cfg.clone();
+            let call = self.inner.rpc.call(if replace {
+                MasterRequest::UpsertStart { items: req, config }
+            } else {
+                MasterRequest::PutStart { items: req, config }
             });
             let answers = match call.await.and_then(crate::check) {
                 Ok(MasterResponse::PutStart(a)) if a.len() == pending.len() => a,

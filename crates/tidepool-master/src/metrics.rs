@@ -676,6 +676,12 @@ impl Metrics {
             "In-flight puts reclaimed after the release timeout.",
             s.put_releases,
         );
+        counter(
+            o,
+            "tidepool_upsert_replacements_total",
+            "Readable versions replaced by an upsert.",
+            s.upsert_replacements,
+        );
         // Eviction.
         counter(
             o,

@@ -179,7 +179,7 @@ fn op_of(req: &MasterRequest) -> RpcOp {
         MasterRequest::Heartbeat => RpcOp::Heartbeat,
         MasterRequest::MountSegment(_) => RpcOp::MountSegment,
         MasterRequest::UnmountSegment(_) => RpcOp::UnmountSegment,
-        MasterRequest::PutStart { .. } => RpcOp::PutStart,
+        MasterRequest::PutStart { .. } | MasterRequest::UpsertStart { .. } => RpcOp::PutStart,
         MasterRequest::PutEnd(_) => RpcOp::PutEnd,
         MasterRequest::PutRevoke(_) => RpcOp::PutRevoke,
         MasterRequest::GetReplicas(_) => RpcOp::GetReplicas,
@@ -198,7 +198,9 @@ fn op_of(req: &MasterRequest) -> RpcOp {
 /// What the metrics need to know about `req` before it is moved into the state.
 fn facts_of(state: &SharedState, req: &MasterRequest) -> RequestFacts {
     let keys = match req {
-        MasterRequest::PutStart { items, .. } => items.len(),
+        MasterRequest::PutStart { items, .. } | MasterRequest::UpsertStart { items, .. } => {
+            items.len()
+        }
         MasterRequest::PutEnd(items) => items.len(),
         MasterRequest::PutRevoke(items) => items.len(),
         MasterRequest::GetReplicas(keys) | MasterRequest::Exist(keys) => keys.len(),
@@ -207,7 +209,9 @@ fn facts_of(state: &SharedState, req: &MasterRequest) -> RequestFacts {
         _ => 0,
     };
     let put_sizes = match req {
-        MasterRequest::PutStart { items, .. } => items.iter().map(|(_, s)| *s).collect(),
+        MasterRequest::PutStart { items, .. } | MasterRequest::UpsertStart { items, .. } => {
+            items.iter().map(|(_, s)| *s).collect()
+        }
         _ => Vec::new(),
     };
     // Mounts are rare (once per node start), so listing segments here costs nothing.
@@ -316,6 +320,9 @@ fn serve(state: &SharedState, client: &mut Option<ClientId>, req: MasterRequest)
         },
         MasterRequest::PutStart { items, config } => {
             MasterResponse::PutStart(st.put_start(id, &items, &config))
+        }
+        MasterRequest::UpsertStart { items, config } => {
+            MasterResponse::PutStart(st.upsert_start(id, &items, &config))
         }
         MasterRequest::PutEnd(items) => MasterResponse::Codes(st.put_end(id, &items)),
         MasterRequest::PutRevoke(items) => MasterResponse::Codes(st.put_revoke(id, &items)),

@@ -78,6 +78,15 @@ pub enum MasterRequest {
     Stats,
     /// Clean close: unmount this client's segments and revoke its in-flight puts.
     Goodbye,
+    /// Insert-or-replace (`upsert*`): as `PutStart`, but a readable key's old version is
+    /// dropped and new space allocated; a live read lease refuses it with -706 (W13).
+    /// Appended last so that older peers keep their variant numbers.
+    UpsertStart {
+        /// Keys and sizes.
+        items: Vec<(String, u64)>,
+        /// One config for the whole batch.
+        config: ReplicateConfig,
+    },
 }
 
 /// Commit request for one object.
@@ -204,4 +213,6 @@ pub struct MasterStats {
     pub put_discards: u64,
     /// In-flight puts whose space was reclaimed after `put_start_release_timeout`.
     pub put_releases: u64,
+    /// Readable versions replaced by an upsert.
+    pub upsert_replacements: u64,
 }

@@ -22,7 +22,6 @@ use tidepool_common::{ErrorCode, Result};
 use tidepool_proto::master::{MasterRequest, MasterResponse};
 
 const INVALID: i32 = ErrorCode::InvalidParams.as_i32();
-const NOT_SUPPORTED: i32 = ErrorCode::NotSupported.as_i32();
 
 /// Accounting of the local staging buffer of the copying APIs (§3.9): a copying call reserves
 /// its object's size for its duration (a `get_buffer` handle for its lifetime) and fails with
@@ -275,28 +274,20 @@ impl Store {
         value: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<i32> {
-        let view = ByteView::new(value, false)?;
-        let cfg = config_arg(config, 1)?;
-        let Some(live) = self.live() else {
-            return Ok(INVALID);
-        };
-        let cfg = match cfg {
-            Ok(c) => c,
-            Err(code) => return Ok(code),
-        };
-        let data = view.as_slice();
-        if data.is_empty() {
-            return Ok(INVALID);
-        }
-        let Some(_held) = live.local.reserve(data.len() as u64) else {
-            return Ok(INVALID);
-        };
-        let client = &live.client;
-        Ok(block(
-            py,
-            async move { status(&client.put(key, data, &cfg).await) },
-        )
-        .unwrap_or(INVALID))
+        self.put_impl(py, key, value, config, false)
+    }
+
+    /// Insert-or-replace twin of `put` (contract §1.5): a readable key's old version
+    /// is replaced; a live read lease refuses it with -706 (W13).
+    #[pyo3(signature = (key, value, config=None))]
+    fn upsert(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        value: &Bound<'_, PyAny>,
+        config: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<i32> {
+        self.put_impl(py, key, value, config, true)
     }
 
     #[pyo3(signature = (key, *parts, config=None))]
@@ -307,37 +298,20 @@ impl Store {
         parts: &Bound<'_, PyTuple>,
         config: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<i32> {
-        let views: Vec<ByteView<'_>> = parts
-            .iter()
-            .map(|p| ByteView::new(&p, true))
-            .collect::<PyResult<_>>()?;
-        let cfg = config_arg(config, 1)?;
-        let Some(live) = self.live() else {
-            return Ok(INVALID);
-        };
-        let cfg = match cfg {
-            Ok(c) => c,
-            Err(code) => return Ok(code),
-        };
-        let slices: Vec<&[u8]> = views.iter().map(|v| v.as_slice()).collect();
-        let total: u64 = slices.iter().map(|s| s.len() as u64).sum();
-        if total == 0 {
-            return Ok(INVALID);
-        }
-        let Some(_held) = live.local.reserve(total) else {
-            return Ok(INVALID);
-        };
-        let client = &live.client;
-        let items = [(key, &slices[..])];
-        Ok(block(py, async move {
-            client
-                .put_parts_batch(&items, &cfg)
-                .await
-                .pop()
-                .map(|r| status(&r))
-                .unwrap_or(INVALID)
-        })
-        .unwrap_or(INVALID))
+        self.put_parts_impl(py, key, parts, config, false)
+    }
+
+    /// Insert-or-replace twin of `put_parts` (contract §1.5): a readable key's old version
+    /// is replaced; a live read lease refuses it with -706 (W13).
+    #[pyo3(signature = (key, *parts, config=None))]
+    fn upsert_parts(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        parts: &Bound<'_, PyTuple>,
+        config: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<i32> {
+        self.put_parts_impl(py, key, parts, config, true)
     }
 
     /// Stores every key through the local buffer; 0 or the first failing key's code.
@@ -349,49 +323,20 @@ impl Store {
         values: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<i32> {
-        let keys = key_list(keys)?;
-        let views: Vec<ByteView<'_>> = values
-            .try_iter()?
-            .map(|v| ByteView::new(&v?, false))
-            .collect::<PyResult<_>>()?;
-        let cfg = config_arg(config, keys.len())?;
-        let Some(live) = self.live() else {
-            return Ok(INVALID);
-        };
-        let cfg = match cfg {
-            Ok(c) => c,
-            Err(code) => return Ok(code),
-        };
-        if keys.len() != views.len() {
-            return Ok(INVALID);
-        }
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let slices: Vec<[&[u8]; 1]> = views.iter().map(|v| [v.as_slice()]).collect();
-        let total: u64 = slices.iter().map(|s| s[0].len() as u64).sum();
-        if slices.iter().any(|s| s[0].is_empty()) {
-            return Ok(INVALID);
-        }
-        let Some(_held) = live.local.reserve(total) else {
-            return Ok(INVALID);
-        };
-        let items: Vec<(&str, &[&[u8]])> = keys
-            .iter()
-            .zip(&slices)
-            .map(|(k, s)| (k.as_str(), &s[..]))
-            .collect();
-        let client = &live.client;
-        Ok(block(py, async move {
-            client
-                .put_parts_batch(&items, &cfg)
-                .await
-                .iter()
-                .map(status)
-                .find(|&c| c != 0)
-                .unwrap_or(0)
-        })
-        .unwrap_or(INVALID))
+        self.put_batch_impl(py, keys, values, config, false)
+    }
+
+    /// Insert-or-replace twin of `put_batch` (contract §1.5): a readable key's old version
+    /// is replaced; a live read lease refuses it with -706 (W13).
+    #[pyo3(signature = (keys, values, config=None))]
+    fn upsert_batch(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        values: &Bound<'_, PyAny>,
+        config: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<i32> {
+        self.put_batch_impl(py, keys, values, config, true)
     }
 
     // ---- zero-copy puts ----
@@ -405,28 +350,21 @@ impl Store {
         size: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<i32> {
-        let ptr = u64_arg(buffer_ptr, "buffer_ptr")?;
-        let size = u64_arg(size, "size")?;
-        let cfg = config_arg(config, 1)?;
-        let Some(live) = self.live() else {
-            return Ok(INVALID);
-        };
-        let cfg = match cfg {
-            Ok(c) => c,
-            Err(code) => return Ok(code),
-        };
-        if ptr == 0 || size == 0 || is_device(ptr) {
-            return Ok(INVALID);
-        }
-        // SAFETY: the contract makes the caller own `size` readable bytes at `ptr` for the
-        // duration of the call (§1.4 `put_from`); null and empty were refused above.
-        let data = unsafe { raw_slice(ptr, size) };
-        let client = &live.client;
-        Ok(block(
-            py,
-            async move { status(&client.put(key, data, &cfg).await) },
-        )
-        .unwrap_or(INVALID))
+        self.put_from_impl(py, key, buffer_ptr, size, config, false)
+    }
+
+    /// Insert-or-replace twin of `put_from` (contract §1.5): a readable key's old version
+    /// is replaced; a live read lease refuses it with -706 (W13).
+    #[pyo3(signature = (key, buffer_ptr, size, config=None))]
+    fn upsert_from(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        buffer_ptr: &Bound<'_, PyAny>,
+        size: &Bound<'_, PyAny>,
+        config: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<i32> {
+        self.put_from_impl(py, key, buffer_ptr, size, config, true)
     }
 
     #[pyo3(signature = (key, buffer_ptr, metadata_buffer_ptr, size, metadata_size, config=None))]
@@ -486,50 +424,21 @@ impl Store {
         sizes: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<i32>> {
-        let keys = key_list(keys)?;
-        let ptrs = u64_list(buffer_ptrs, "buffer_ptrs")?;
-        let sizes = u64_list(sizes, "sizes")?;
-        let cfg = config_arg(config, keys.len())?;
-        let n = keys.len();
-        let Some(live) = self.live() else {
-            return Ok(vec![INVALID; n]);
-        };
-        let cfg = match cfg {
-            Ok(c) => c,
-            Err(code) => return Ok(vec![code; n]),
-        };
-        if ptrs.len() != n || sizes.len() != n {
-            return Ok(vec![INVALID; n]);
-        }
-        let parts: Vec<[&[u8]; 1]> = ptrs
-            .iter()
-            .zip(&sizes)
-            .map(|(&p, &s)| {
-                if p == 0 || is_device(p) {
-                    [&[][..]]
-                } else {
-                    // SAFETY: the caller owns `s` readable bytes at `p` for the call (§1.4);
-                    // null and device memory map to an empty slice, which the client refuses
-                    // with -600.
-                    [unsafe { raw_slice(p, s) }]
-                }
-            })
-            .collect();
-        let items: Vec<(&str, &[&[u8]])> = keys
-            .iter()
-            .zip(&parts)
-            .map(|(k, p)| (k.as_str(), &p[..]))
-            .collect();
-        let client = &live.client;
-        Ok(block(py, async move {
-            client
-                .put_parts_batch(&items, &cfg)
-                .await
-                .iter()
-                .map(status)
-                .collect()
-        })
-        .unwrap_or_else(|| vec![INVALID; n]))
+        self.batch_put_from_impl(py, keys, buffer_ptrs, sizes, config, false)
+    }
+
+    /// Insert-or-replace twin of `batch_put_from` (contract §1.5): a readable key's old version
+    /// is replaced; a live read lease refuses it with -706 (W13).
+    #[pyo3(signature = (keys, buffer_ptrs, sizes, config=None))]
+    fn batch_upsert_from(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        buffer_ptrs: &Bound<'_, PyAny>,
+        sizes: &Bound<'_, PyAny>,
+        config: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<i32>> {
+        self.batch_put_from_impl(py, keys, buffer_ptrs, sizes, config, true)
     }
 
     #[pyo3(signature = (keys, all_buffer_ptrs, all_sizes, config=None))]
@@ -988,42 +897,220 @@ impl Store {
         })
         .unwrap_or(INVALID.into())
     }
+}
 
-    // ---- not supported yet ----
-
-    /// Insert-or-replace is not implemented yet: -1012 (NOT_SUPPORTED).
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn upsert(&self, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> i32 {
-        NOT_SUPPORTED
-    }
-
-    /// See `upsert`.
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn upsert_from(&self, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> i32 {
-        NOT_SUPPORTED
-    }
-
-    /// See `upsert`.
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn upsert_parts(&self, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> i32 {
-        NOT_SUPPORTED
-    }
-
-    /// See `upsert`.
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn upsert_batch(&self, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> i32 {
-        NOT_SUPPORTED
-    }
-
-    /// See `upsert`; one -1012 per key.
-    #[pyo3(signature = (keys, *_args, **_kwargs))]
-    fn batch_upsert_from(
+/// Bodies shared by the put methods and their `upsert` twins.
+impl Store {
+    fn put_impl(
         &self,
+        py: Python<'_>,
+        key: &str,
+        value: &Bound<'_, PyAny>,
+        config: Option<&Bound<'_, PyAny>>,
+        replace: bool,
+    ) -> PyResult<i32> {
+        let view = ByteView::new(value, false)?;
+        let cfg = config_arg(config, 1)?;
+        let Some(live) = self.live() else {
+            return Ok(INVALID);
+        };
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        };
+        let data = view.as_slice();
+        if data.is_empty() {
+            return Ok(INVALID);
+        }
+        let Some(_held) = live.local.reserve(data.len() as u64) else {
+            return Ok(INVALID);
+        };
+        let client = &live.client;
+        Ok(block(py, async move {
+            status(&client.store(key, data, &cfg, replace).await)
+        })
+        .unwrap_or(INVALID))
+    }
+
+    fn put_parts_impl(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        parts: &Bound<'_, PyTuple>,
+        config: Option<&Bound<'_, PyAny>>,
+        replace: bool,
+    ) -> PyResult<i32> {
+        let views: Vec<ByteView<'_>> = parts
+            .iter()
+            .map(|p| ByteView::new(&p, true))
+            .collect::<PyResult<_>>()?;
+        let cfg = config_arg(config, 1)?;
+        let Some(live) = self.live() else {
+            return Ok(INVALID);
+        };
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        };
+        let slices: Vec<&[u8]> = views.iter().map(|v| v.as_slice()).collect();
+        let total: u64 = slices.iter().map(|s| s.len() as u64).sum();
+        if total == 0 {
+            return Ok(INVALID);
+        }
+        let Some(_held) = live.local.reserve(total) else {
+            return Ok(INVALID);
+        };
+        let client = &live.client;
+        let items = [(key, &slices[..])];
+        Ok(block(py, async move {
+            client
+                .store_parts_batch(&items, &cfg, replace)
+                .await
+                .pop()
+                .map(|r| status(&r))
+                .unwrap_or(INVALID)
+        })
+        .unwrap_or(INVALID))
+    }
+
+    fn put_batch_impl(
+        &self,
+        py: Python<'_>,
         keys: &Bound<'_, PyAny>,
-        _args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
+        values: &Bound<'_, PyAny>,
+        config: Option<&Bound<'_, PyAny>>,
+        replace: bool,
+    ) -> PyResult<i32> {
+        let keys = key_list(keys)?;
+        let views: Vec<ByteView<'_>> = values
+            .try_iter()?
+            .map(|v| ByteView::new(&v?, false))
+            .collect::<PyResult<_>>()?;
+        let cfg = config_arg(config, keys.len())?;
+        let Some(live) = self.live() else {
+            return Ok(INVALID);
+        };
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        };
+        if keys.len() != views.len() {
+            return Ok(INVALID);
+        }
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let slices: Vec<[&[u8]; 1]> = views.iter().map(|v| [v.as_slice()]).collect();
+        let total: u64 = slices.iter().map(|s| s[0].len() as u64).sum();
+        if slices.iter().any(|s| s[0].is_empty()) {
+            return Ok(INVALID);
+        }
+        let Some(_held) = live.local.reserve(total) else {
+            return Ok(INVALID);
+        };
+        let items: Vec<(&str, &[&[u8]])> = keys
+            .iter()
+            .zip(&slices)
+            .map(|(k, s)| (k.as_str(), &s[..]))
+            .collect();
+        let client = &live.client;
+        Ok(block(py, async move {
+            client
+                .store_parts_batch(&items, &cfg, replace)
+                .await
+                .iter()
+                .map(status)
+                .find(|&c| c != 0)
+                .unwrap_or(0)
+        })
+        .unwrap_or(INVALID))
+    }
+
+    fn put_from_impl(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        buffer_ptr: &Bound<'_, PyAny>,
+        size: &Bound<'_, PyAny>,
+        config: Option<&Bound<'_, PyAny>>,
+        replace: bool,
+    ) -> PyResult<i32> {
+        let ptr = u64_arg(buffer_ptr, "buffer_ptr")?;
+        let size = u64_arg(size, "size")?;
+        let cfg = config_arg(config, 1)?;
+        let Some(live) = self.live() else {
+            return Ok(INVALID);
+        };
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        };
+        if ptr == 0 || size == 0 || is_device(ptr) {
+            return Ok(INVALID);
+        }
+        // SAFETY: the contract makes the caller own `size` readable bytes at `ptr` for the
+        // duration of the call (§1.4 `put_from`); null and empty were refused above.
+        let data = unsafe { raw_slice(ptr, size) };
+        let client = &live.client;
+        Ok(block(py, async move {
+            status(&client.store(key, data, &cfg, replace).await)
+        })
+        .unwrap_or(INVALID))
+    }
+
+    fn batch_put_from_impl(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        buffer_ptrs: &Bound<'_, PyAny>,
+        sizes: &Bound<'_, PyAny>,
+        config: Option<&Bound<'_, PyAny>>,
+        replace: bool,
     ) -> PyResult<Vec<i32>> {
-        Ok(vec![NOT_SUPPORTED; key_list(keys)?.len()])
+        let keys = key_list(keys)?;
+        let ptrs = u64_list(buffer_ptrs, "buffer_ptrs")?;
+        let sizes = u64_list(sizes, "sizes")?;
+        let cfg = config_arg(config, keys.len())?;
+        let n = keys.len();
+        let Some(live) = self.live() else {
+            return Ok(vec![INVALID; n]);
+        };
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(code) => return Ok(vec![code; n]),
+        };
+        if ptrs.len() != n || sizes.len() != n {
+            return Ok(vec![INVALID; n]);
+        }
+        let parts: Vec<[&[u8]; 1]> = ptrs
+            .iter()
+            .zip(&sizes)
+            .map(|(&p, &s)| {
+                if p == 0 || is_device(p) {
+                    [&[][..]]
+                } else {
+                    // SAFETY: the caller owns `s` readable bytes at `p` for the call (§1.4);
+                    // null and device memory map to an empty slice, which the client refuses
+                    // with -600.
+                    [unsafe { raw_slice(p, s) }]
+                }
+            })
+            .collect();
+        let items: Vec<(&str, &[&[u8]])> = keys
+            .iter()
+            .zip(&parts)
+            .map(|(k, p)| (k.as_str(), &p[..]))
+            .collect();
+        let client = &live.client;
+        Ok(block(py, async move {
+            client
+                .store_parts_batch(&items, &cfg, replace)
+                .await
+                .iter()
+                .map(status)
+                .collect()
+        })
+        .unwrap_or_else(|| vec![INVALID; n]))
     }
 }
 

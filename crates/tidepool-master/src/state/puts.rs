@@ -7,6 +7,19 @@ use tidepool_common::{ClientId, ErrorCode, ObjectId};
 use tidepool_proto::master::{PutEndItem, PutStartResult};
 use tidepool_proto::types::{MemoryReplica, ReplicateConfig, SoftPin};
 
+/// What every key of one put/upsert batch shares.
+#[derive(Clone, Copy)]
+struct StartReq<'a> {
+    client: ClientId,
+    cfg: &'a ReplicateConfig,
+    /// Soft-pin TTL the config asks for (0 = none).
+    pin_ttl: u64,
+    writer: Writer<'a>,
+    now: u64,
+    /// Upsert: replace a readable version instead of answering `Exists`.
+    replace: bool,
+}
+
 impl MasterState {
     /// Soft-pin TTL asked by `cfg` for a new object (0 = none), or -600.
     fn soft_pin_ttl(&self, cfg: &ReplicateConfig) -> Result<u64, ErrorCode> {
@@ -29,6 +42,30 @@ impl MasterState {
         items: &[(String, u64)],
         cfg: &ReplicateConfig,
     ) -> Vec<PutStartResult> {
+        self.start(client, items, cfg, false)
+    }
+
+    /// Insert-or-replace (contract §1.5 `upsert*`): as [`MasterState::put_start`], but a
+    /// readable key is replaced: its old version is dropped (space freed, the key is in flight
+    /// and reads get -703 until the new version commits). A live read lease refuses the
+    /// replacement with -706 (W13): the old bytes may be in a reader's transfer right now, and
+    /// freeing them would let the new allocation overwrite what that reader is copying.
+    pub fn upsert_start(
+        &mut self,
+        client: ClientId,
+        items: &[(String, u64)],
+        cfg: &ReplicateConfig,
+    ) -> Vec<PutStartResult> {
+        self.start(client, items, cfg, true)
+    }
+
+    fn start(
+        &mut self,
+        client: ClientId,
+        items: &[(String, u64)],
+        cfg: &ReplicateConfig,
+        replace: bool,
+    ) -> Vec<PutStartResult> {
         let now = self.now();
         // Only known clients may own in-flight puts: they are revoked by the writer's liveness,
         // which an unknown client has none of.
@@ -48,26 +85,29 @@ impl MasterState {
             host: &host,
             host_id: &host_id,
         };
+        let req = StartReq {
+            client,
+            cfg,
+            pin_ttl,
+            writer,
+            now,
+            replace,
+        };
         items
             .iter()
-            .map(|(key, size)| self.put_start_one(client, key, *size, cfg, pin_ttl, writer, now))
+            .map(|(key, size)| self.put_start_one(&req, key, *size))
             .collect()
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "internal helper of one batch loop"
-    )]
-    fn put_start_one(
-        &mut self,
-        client: ClientId,
-        key: &str,
-        size: u64,
-        cfg: &ReplicateConfig,
-        pin_ttl: u64,
-        writer: Writer<'_>,
-        now: u64,
-    ) -> PutStartResult {
+    fn put_start_one(&mut self, req: &StartReq<'_>, key: &str, size: u64) -> PutStartResult {
+        let StartReq {
+            client,
+            cfg,
+            mut pin_ttl,
+            writer,
+            now,
+            replace,
+        } = *req;
         if let Err(e) = check_key(key) {
             return PutStartResult::Failed(e);
         }
@@ -77,14 +117,25 @@ impl MasterState {
         if let Some(idx) = self.objects.find(key) {
             let o = self.objects.get(idx);
             if !o.in_flight {
-                return PutStartResult::Exists;
-            }
-            if now.saturating_sub(o.stamp_ms) < self.settings.put_start_discard_timeout_ms {
+                if !replace {
+                    return PutStartResult::Exists;
+                }
+                if o.lease_deadline > now {
+                    return PutStartResult::Failed(ErrorCode::ObjectHasLease);
+                }
+                // PRESERVE carries the remaining soft-pin period over to the new version.
+                if matches!(cfg.soft_pin, SoftPin::Preserve) && o.soft_pin > now {
+                    pin_ttl = o.soft_pin - now;
+                }
+                self.counters.upsert_replacements += 1;
+                self.drop_object(idx);
+            } else if now.saturating_sub(o.stamp_ms) < self.settings.put_start_discard_timeout_ms {
                 return PutStartResult::InFlight;
+            } else {
+                // A stale put: take it over (its writer's put_end will get -704/-601).
+                self.counters.put_discards += 1;
+                self.drop_object(idx);
             }
-            // A stale put: take it over (its writer's put_end will get -704/-601).
-            self.counters.put_discards += 1;
-            self.drop_object(idx);
         }
         if self.objects.slot_count() >= MAX_OBJECTS && self.objects.len() >= MAX_OBJECTS {
             return PutStartResult::Failed(ErrorCode::NoAvailableHandle);

@@ -320,6 +320,80 @@ fn leases_block_remove_until_ttl() {
     assert_eq!(st.stats().allocated_bytes, 0);
 }
 
+fn upsert_start(st: &mut MasterState, c: ClientId, key: &str, size: u64) -> PutStartResult {
+    st.upsert_start(c, &[(key.to_string(), size)], &cfg())
+        .remove(0)
+}
+
+#[test]
+fn upsert_replaces_and_respects_leases() {
+    let (mut st, clock) = state();
+    let (c, _) = node(&mut st, "a", 1, MIB);
+    // Absent key: an upsert is an insert.
+    let (id1, _) = allocated(upsert_start(&mut st, c, "k", 100));
+    assert_eq!(end(&mut st, c, "k", id1), 0);
+    // Readable, no lease: the old version goes, the key is in flight until the new commit.
+    let (id2, _) = allocated(upsert_start(&mut st, c, "k", 300));
+    assert_ne!(id1, id2);
+    assert_eq!(st.stats().allocated_bytes, 304, "old range freed at once");
+    assert_eq!(exist1(&mut st, "k"), 0);
+    assert_eq!(
+        st.get_replicas(c, &keys(&["k"]))[0],
+        Err(ErrorCode::ReplicaIsNotReady)
+    );
+    // The old version's commit is refused: it is not the current one.
+    assert_eq!(end(&mut st, c, "k", id1), ErrorCode::InvalidWrite.as_i32());
+    // A second upsert while the first is in flight waits like a put (W11).
+    assert_eq!(upsert_start(&mut st, c, "k", 8), PutStartResult::InFlight);
+    assert_eq!(end(&mut st, c, "k", id2), 0);
+    let v = st.get_replicas(c, &keys(&["k"])).remove(0).unwrap();
+    assert_eq!((v.object_id, v.size), (id2, 300));
+    // The read granted a lease: the replacement is refused (W13) until it expires.
+    assert_eq!(
+        upsert_start(&mut st, c, "k", 8),
+        PutStartResult::Failed(ErrorCode::ObjectHasLease)
+    );
+    // A plain put of a readable key still writes nothing.
+    assert_eq!(start(&mut st, c, "k", 8, &cfg()), PutStartResult::Exists);
+    clock.advance(10_000);
+    let (id3, _) = allocated(upsert_start(&mut st, c, "k", 8));
+    assert_eq!(end(&mut st, c, "k", id3), 0);
+    let s = st.stats();
+    assert_eq!(
+        (s.key_count, s.allocated_bytes, s.upsert_replacements),
+        (1, 8, 2)
+    );
+}
+
+#[test]
+fn upsert_soft_pin_preserve_and_disable() {
+    let (mut st, clock) = state();
+    let (c, _) = node(&mut st, "a", 1, MIB);
+    let pin = ReplicateConfig {
+        soft_pin: SoftPin::Enable {
+            ttl_ms: Some(5_000),
+        },
+        ..cfg()
+    };
+    assert_eq!(put_with(&mut st, c, "k", 10, &pin), 0);
+    assert_eq!(st.stats().soft_pin_key_count, 1);
+    clock.advance(1_000);
+    // PRESERVE (the default config) keeps the pin for what is left of its period.
+    let (id, _) = allocated(upsert_start(&mut st, c, "k", 10));
+    assert_eq!(st.stats().soft_pin_key_count, 0, "in flight: not counted");
+    assert_eq!(end(&mut st, c, "k", id), 0);
+    assert_eq!(st.stats().soft_pin_key_count, 1);
+    // DISABLE clears it.
+    let off = ReplicateConfig {
+        soft_pin: SoftPin::Disable,
+        ..cfg()
+    };
+    let r = st.upsert_start(c, &[("k".to_string(), 10)], &off).remove(0);
+    let (id, _) = allocated(r);
+    assert_eq!(end(&mut st, c, "k", id), 0);
+    assert_eq!(st.stats().soft_pin_key_count, 0);
+}
+
 #[test]
 fn lease_is_extended_never_shortened() {
     let s = MasterSettings {
