@@ -67,7 +67,7 @@ run_python_tests() {
       python3 -m venv "$venv"
     fi
   fi
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check maturin pytest
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check maturin pytest ziglang cargo-zigbuild
   scripts/build_wheels.sh "$venv/bin/python"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
     target-wheels/tidepool-*.whl target-wheels/tidepool_mooncake-*.whl
