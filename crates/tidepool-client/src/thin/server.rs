@@ -310,13 +310,7 @@ impl ThinServer {
         config: &tidepool_proto::ReplicateConfig,
         payload: &[u8],
     ) -> ThinResponse {
-        let inline: u64 = items
-            .iter()
-            .flat_map(|i| &i.spans)
-            .filter(|s| matches!(s, Span::Inline { .. }))
-            .map(Span::len)
-            .sum();
-        if inline != payload.len() as u64 {
+        if inline_total(items) != Some(payload.len() as u64) {
             return refuse(
                 ErrorCode::InvalidParams,
                 "inline spans do not match the payload",
@@ -378,13 +372,7 @@ impl ThinServer {
 
     /// Runs a scatter read; returns the answer and the filled part of each inline piece.
     async fn get(&self, session: &Session, items: &[ThinItem]) -> (ThinResponse, Vec<Vec<u8>>) {
-        let inline: u64 = items
-            .iter()
-            .flat_map(|i| &i.spans)
-            .filter(|s| matches!(s, Span::Inline { .. }))
-            .map(Span::len)
-            .sum();
-        if inline > MAX_INLINE {
+        if inline_total(items).is_none_or(|n| n > MAX_INLINE) {
             return (
                 refuse(ErrorCode::InvalidParams, "inline read too large"),
                 Vec::new(),
@@ -546,6 +534,15 @@ impl ThinServer {
             respond(&mut stream, &mut out, hdr.request_id, &resp, &[]).await?;
         }
     }
+}
+
+/// Bytes of all inline spans; `None` when a hostile request's lengths overflow.
+fn inline_total(items: &[ThinItem]) -> Option<u64> {
+    items
+        .iter()
+        .flat_map(|i| &i.spans)
+        .filter(|s| matches!(s, Span::Inline { .. }))
+        .try_fold(0u64, |acc, s| acc.checked_add(s.len()))
 }
 
 async fn read_payload<R: AsyncRead + Unpin>(
