@@ -77,7 +77,9 @@ def start_master(tidepool_bin, tmp_path, *extra):
     )
 
 
-def start_node(tidepool_bin, tmp_path, master_addr, size="64MB"):
+def start_node(tidepool_bin, tmp_path, master_addr, size="64MB", *extra):
+    """A `tidepool node`; `ready` holds `segment`, `data` and (with `--port=0`) `thin`, the
+    address thin clients (`setup_dummy`) connect to."""
     n = len(list(tmp_path.glob("node-*.log")))
     return Proc(
         [
@@ -87,6 +89,7 @@ def start_node(tidepool_bin, tmp_path, master_addr, size="64MB"):
             f"--master_server_address={master_addr}",
             f"--global_segment_size={size}",
             "--metadata_server=P2PHANDSHAKE",
+            *extra,
         ],
         tmp_path / f"node-{n}.log",
     )

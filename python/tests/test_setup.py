@@ -230,11 +230,17 @@ def test_setup_on_a_set_up_store_closes_first(master):
     s.close()
 
 
-def test_setup_dummy_reports_unavailable():
+def test_setup_dummy_argument_rules():
+    # Full behaviour is in test_dummy.py; here only the checks that run before any work.
     s = MooncakeDistributedStore()
-    assert s.setup_dummy(16 * MiB, 16 * MiB, "127.0.0.1:50052") == -600
     with pytest.raises(TypeError):
         s.setup_dummy(-1, 16 * MiB, "127.0.0.1:50052")
+    with pytest.raises(TypeError):
+        s.setup_dummy(16 * MiB, "16MB", "127.0.0.1:50052")
+    with pytest.raises(TypeError):
+        s.setup_dummy(16 * MiB, 16 * MiB, 50052)
+    assert s.setup_dummy(16 * MiB, 16 * MiB, "") == -600
+    assert s.setup_dummy(16 * MiB, 100, "127.0.0.1:50052") == -600
 
 
 def test_mc_tcp_bind_address(master, monkeypatch):

@@ -8,8 +8,13 @@ import zlib
 
 import pytest
 
-from conftest import make_store, start_master
-from mooncake.store import ReplicateConfig, SoftPinAction
+from conftest import MiB, make_store, start_master, start_node
+from mooncake.store import (
+    MooncakeDistributedStore,
+    MooncakeHostMemAllocator,
+    ReplicateConfig,
+    SoftPinAction,
+)
 
 LEASE_MS = 300
 
@@ -107,6 +112,29 @@ def test_upsert_after_writer_close_and_remove(short_lease_master, pair):
     assert a.remove("gone", force=True) == 0
     assert a.upsert("gone", b"again") == 0
     assert b.get("gone") == b"again"
+
+
+def test_upsert_through_a_thin_client(tidepool_bin, tmp_path, short_lease_master):
+    """Standalone mode forwards upserts to the real client with the same rules."""
+    n = start_node(tidepool_bin, tmp_path, short_lease_master, "64MB", "--port=0")
+    try:
+        s = MooncakeDistributedStore()
+        assert s.setup_dummy(64 * MiB, 16 * MiB, n.ready["thin"]) == 0
+        alloc = MooncakeHostMemAllocator()
+        p = alloc.alloc(MiB)
+        ctypes.memset(p, 7, 4096)
+        assert s.upsert("t", b"old") == 0
+        assert s.upsert_from("t", p, 4096) == 0
+        assert s.get("t") == bytes([7]) * 4096  # lease
+        assert s.batch_upsert_from(["t", "u"], [p, p], [10, 10]) == [-706, 0]
+        past_lease()
+        assert s.upsert_parts("t", b"new ", b"parts") == 0
+        assert s.upsert_batch(["u"], [b"batch"]) == 0
+        assert s.get_batch(["t", "u"]) == [b"new parts", b"batch"]
+        assert s.close() == 0
+        assert alloc.free(p) == 0
+    finally:
+        n.stop()
 
 
 def _value(version, size):

@@ -11,6 +11,8 @@
 //!   when they vanish (W6).
 //! - `put`: the put path (reserve, write, seal, commit or revoke).
 //! - `get`: the read path (lookup with lease, scatter read, lease deadline check).
+//! - [`thin`]: standalone mode: the thin client that forwards calls to a `tidepool node` on
+//!   the same host, and the node's side of that protocol.
 //! - this file: [`ClientConfig`], [`Client`] (connect, heartbeat, close) and [`BlockingClient`].
 //!
 //! A put is: `PutStart` at the master (allocates ranges on distinct segments), one batched
@@ -26,6 +28,7 @@ pub mod metrics;
 mod publish;
 mod put;
 pub mod rpc;
+pub mod thin;
 
 use metadata::MetadataBackend;
 use rpc::{HelloInfo, RpcPool, check};
@@ -355,15 +358,12 @@ impl Client {
 
     /// Removes every object in the cluster (skipping leased ones unless `force`).
     pub async fn remove_all(&self, force: bool) -> Result<u64> {
-        match check(
+        count_of(
             self.inner
                 .rpc
                 .call(MasterRequest::RemoveAll { force })
-                .await?,
-        )? {
-            MasterResponse::Count(n) => Ok(n),
-            other => Err(unexpected(other)),
-        }
+                .await,
+        )
     }
 
     /// Removes every object whose key contains a match of `pattern` (skip rules as
@@ -373,27 +373,13 @@ impl Client {
             pattern: pattern.to_string(),
             force,
         };
-        match check(self.inner.rpc.call(req).await?)? {
-            MasterResponse::Count(n) => Ok(n),
-            other => Err(unexpected(other)),
-        }
+        count_of(self.inner.rpc.call(req).await)
     }
 
     /// Looks objects up for reading (grants leases): size, replicas and object id per key.
     pub async fn lookup(&self, keys: &[&str]) -> Vec<Result<ObjectView>> {
         let req = MasterRequest::GetReplicas(keys.iter().map(|k| k.to_string()).collect());
-        match self.inner.rpc.call(req).await.and_then(check) {
-            Ok(MasterResponse::Replicas(v)) if v.len() == keys.len() => v
-                .into_iter()
-                .zip(keys)
-                .map(|(r, k)| r.map_err(|code| Error::new(code, format!("lookup failed: key={k}"))))
-                .collect(),
-            Ok(other) => {
-                let e = unexpected(other);
-                keys.iter().map(|_| Err(e.clone())).collect()
-            }
-            Err(e) => keys.iter().map(|_| Err(e.clone())).collect(),
-        }
+        lookup_of(self.inner.rpc.call(req).await, keys)
     }
 
     /// Sends any request to the master (admin tools).
@@ -485,6 +471,30 @@ fn codes_of(r: Result<MasterResponse>, n: usize) -> Vec<i32> {
         Ok(MasterResponse::Codes(c)) if c.len() == n => c,
         Ok(_) => vec![ErrorCode::RpcFail.as_i32(); n],
         Err(e) => vec![e.code().as_i32(); n],
+    }
+}
+
+/// Turns a `GetReplicas` answer into one view per key (the whole-call error repeated).
+fn lookup_of(r: Result<MasterResponse>, keys: &[&str]) -> Vec<Result<ObjectView>> {
+    match r.and_then(check) {
+        Ok(MasterResponse::Replicas(v)) if v.len() == keys.len() => v
+            .into_iter()
+            .zip(keys)
+            .map(|(r, k)| r.map_err(|code| Error::new(code, format!("lookup failed: key={k}"))))
+            .collect(),
+        Ok(other) => {
+            let e = unexpected(other);
+            keys.iter().map(|_| Err(e.clone())).collect()
+        }
+        Err(e) => keys.iter().map(|_| Err(e.clone())).collect(),
+    }
+}
+
+/// Turns a `Count` answer into the count.
+fn count_of(r: Result<MasterResponse>) -> Result<u64> {
+    match check(r?)? {
+        MasterResponse::Count(n) => Ok(n),
+        other => Err(unexpected(other)),
     }
 }
 

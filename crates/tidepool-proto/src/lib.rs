@@ -6,6 +6,7 @@
 //!   encoded message, then raw payload bytes that the receiver may read straight into place.
 //! - [`master`]: client <-> master RPC messages.
 //! - [`data`]: client <-> segment owner data-plane messages.
+//! - [`thin`]: thin client <-> real client (`tidepool node`) messages of standalone mode.
 //! - [`types`]: descriptors shared by both (replicas, segments, replicate config).
 //! - [`wait`]: waiting for the next frame with a bounded busy-poll (small-op latency).
 //!
@@ -17,6 +18,7 @@
 pub mod data;
 pub mod frame;
 pub mod master;
+pub mod thin;
 pub mod types;
 pub mod wait;
 

@@ -4,9 +4,12 @@
 //! ([`runtime`]), and errors turned into Mooncake's integer codes (contract §2). The store
 //! class ([`store::Store`]) follows Mooncake's return conventions method by method, so the
 //! `mooncake` compatibility package only adds `setup` argument parsing on top (in Python).
+//! A store runs on its own client or, after `setup_dummy`, on a `tidepool node` of the same
+//! host ([`backend`]).
 //! Every blocking call releases the GIL.
 
 mod args;
+mod backend;
 mod config;
 mod device;
 mod objects;

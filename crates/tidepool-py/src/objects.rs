@@ -4,7 +4,7 @@
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::os::raw::c_int;
 
 /// Replica state, numbered as Mooncake's.
@@ -192,11 +192,14 @@ impl BufferHandle {
     }
 }
 
-/// Page-aligned host memory for callers that want memory owned outside their own allocator
-/// (SGLang's standalone mode allocates its host KV pool with it).
+/// Shareable, page-aligned host memory (SGLang's standalone mode allocates its host KV pool
+/// with it). Each block is a sealed memfd mapped `MAP_SHARED`: a store set up with
+/// `setup_dummy` hands the block to its `tidepool node`, which then reads and writes it in
+/// place, so zero-copy calls on it move no bytes through the thin client.
 #[pyclass(frozen, module = "tidepool._native")]
 pub(crate) struct HostMemAllocator {
-    blocks: parking_lot::Mutex<HashMap<u64, std::alloc::Layout>>,
+    /// Blocks this allocator returned, so `free` refuses foreign addresses.
+    blocks: parking_lot::Mutex<HashSet<u64>>,
 }
 
 #[pymethods]
@@ -204,7 +207,7 @@ impl HostMemAllocator {
     #[new]
     fn new() -> Self {
         Self {
-            blocks: parking_lot::Mutex::new(HashMap::new()),
+            blocks: parking_lot::Mutex::new(HashSet::new()),
         }
     }
 
@@ -214,31 +217,32 @@ impl HostMemAllocator {
         if size == 0 {
             return Ok(0);
         }
-        let Ok(layout) = std::alloc::Layout::from_size_align(size as usize, 4096) else {
-            return Ok(0);
-        };
-        // Zeroing touches every page: do it without the GIL.
-        let addr = py.allow_threads(|| {
-            // SAFETY: `layout` has a non-zero size (checked above).
-            unsafe { std::alloc::alloc_zeroed(layout) as u64 }
+        // Creating and mapping the memfd is a syscall or three: do it without the GIL.
+        let addr = py.allow_threads(|| match tidepool_client::thin::alloc_shared(size) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(size, error = %e, "MooncakeHostMemAllocator.alloc failed");
+                0
+            }
         });
         if addr != 0 {
-            self.blocks.lock().insert(addr, layout);
+            self.blocks.lock().insert(addr);
         }
         Ok(addr)
     }
 
     /// Frees a block from `alloc`: 0, or -600 for an address it did not return.
-    fn free(&self, ptr: &Bound<'_, PyAny>) -> PyResult<i32> {
+    fn free(&self, py: Python<'_>, ptr: &Bound<'_, PyAny>) -> PyResult<i32> {
         let ptr = crate::args::u64_arg(ptr, "ptr")?;
-        match self.blocks.lock().remove(&ptr) {
-            Some(layout) => {
-                // SAFETY: `ptr` was returned by `alloc_zeroed` with this exact layout and is
-                // removed from the map, so it is freed once.
-                unsafe { std::alloc::dealloc(ptr as usize as *mut u8, layout) };
-                Ok(0)
-            }
-            None => Ok(tidepool_common::ErrorCode::InvalidParams.as_i32()),
+        if !self.blocks.lock().remove(&ptr) {
+            return Ok(tidepool_common::ErrorCode::InvalidParams.as_i32());
         }
+        Ok(py.allow_threads(|| {
+            if tidepool_client::thin::free_shared(ptr) {
+                0
+            } else {
+                tidepool_common::ErrorCode::InvalidParams.as_i32()
+            }
+        }))
     }
 }

@@ -7,6 +7,7 @@
 //! `TypeError` before any work.
 
 use crate::args::{ByteView, key_list, raw_slice, raw_slice_mut, u64_arg, u64_list, u64_lists};
+use crate::backend::Backend;
 use crate::config::config_arg;
 use crate::device::is_device;
 use crate::objects::{BufferHandle, Descriptor, MemoryDescriptor, ReplicaDescriptor};
@@ -17,6 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tidepool_client::thin::{ThinClient, ThinConfig};
 use tidepool_client::{Client, ClientConfig};
 use tidepool_common::{ErrorCode, Result};
 use tidepool_proto::master::{MasterRequest, MasterResponse};
@@ -66,7 +68,7 @@ impl LocalBuf {
 }
 
 struct Live {
-    client: Client,
+    client: Backend,
     local: Arc<LocalBuf>,
 }
 
@@ -151,6 +153,26 @@ impl Store {
         self.live.read().clone()
     }
 
+    /// Makes `client` the store's backend; 0.
+    fn install(&self, py: Python<'_>, client: Backend, local_buffer_size: u64) -> i32 {
+        let live = Arc::new(Live {
+            client,
+            local: Arc::new(LocalBuf {
+                cap: local_buffer_size,
+                used: AtomicU64::new(0),
+            }),
+        });
+        // A concurrent setup may have won the race: the last one stays, the other leaves the
+        // cluster cleanly instead of lingering until its heartbeats stop.
+        let displaced = self.live.write().replace(live);
+        if let Some(old) = displaced {
+            let client = old.client.clone();
+            drop(old);
+            let _ = block(py, async move { client.close().await });
+        }
+        0
+    }
+
     fn take(&self, py: Python<'_>) {
         let old = self.live.write().take();
         if let Some(old) = old {
@@ -221,24 +243,40 @@ impl Store {
                 tracing::warn!(error = %e, "setup failed");
                 e.code().as_i32()
             }
-            Some(Ok(client)) => {
-                let live = Arc::new(Live {
-                    client,
-                    local: Arc::new(LocalBuf {
-                        cap: local_buffer_size,
-                        used: AtomicU64::new(0),
-                    }),
-                });
-                // A concurrent setup may have won the race: the last one stays, the other
-                // leaves the cluster cleanly instead of lingering until its heartbeats stop.
-                let displaced = self.live.write().replace(live);
-                if let Some(old) = displaced {
-                    let client = old.client.clone();
-                    drop(old);
-                    let _ = block(py, async move { client.close().await });
-                }
-                0
+            Some(Ok(client)) => self.install(py, Backend::Embedded(client), local_buffer_size),
+        }
+    }
+
+    /// Becomes a thin client of the `tidepool node` serving thin clients at `server_address`
+    /// (closing any previous connection first): calls are forwarded, memory from
+    /// `MooncakeHostMemAllocator` and the `local_buffer_size` staging buffer is shared with the
+    /// node. Returns 0 or a §2 code (-900 when nothing answers within `connect_timeout_ms`).
+    #[pyo3(signature = (server_address, local_buffer_size, connect_timeout_ms=30000, call_timeout_ms=30000))]
+    fn _connect_dummy(
+        &self,
+        py: Python<'_>,
+        server_address: String,
+        local_buffer_size: u64,
+        connect_timeout_ms: i64,
+        call_timeout_ms: i64,
+    ) -> i32 {
+        self.take(py);
+        // A negative value disables the deadline (contract §5.3); a day stands in for "none".
+        let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(86_400_000));
+        let cfg = ThinConfig {
+            server_addr: server_address,
+            local_buffer_size,
+            connect_timeout: ms(connect_timeout_ms),
+            call_timeout: ms(call_timeout_ms),
+            ..ThinConfig::default()
+        };
+        match block(py, ThinClient::connect(cfg)) {
+            None => ErrorCode::InternalError.as_i32(),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "setup_dummy failed");
+                e.code().as_i32()
             }
+            Some(Ok(thin)) => self.install(py, Backend::Thin(thin), local_buffer_size),
         }
     }
 
@@ -804,7 +842,7 @@ impl Store {
                 );
                 return INVALID;
             }
-            let rc = status(&live.client.engine().register_memory(ptr, size));
+            let rc = status(&live.client.register_memory(ptr, size));
             if rc == 0 {
                 crate::device::note_host_region(ptr, size);
             }
@@ -818,7 +856,7 @@ impl Store {
             return Ok(INVALID);
         };
         Ok(py.allow_threads(|| {
-            let rc = status(&live.client.engine().unregister_memory(ptr));
+            let rc = status(&live.client.unregister_memory(ptr));
             if rc == 0 {
                 crate::device::forget_region(ptr);
             }

@@ -9,6 +9,8 @@
 //! - `owner`: the owner side of the data plane (validation against the registry, epoch fencing,
 //!   the sealed-replica directory), shared by the TCP server and the in-process transport.
 //! - `server`: the TCP data server and the Unix socket that hands out segment fds.
+//! - [`shmem`]: sealed memfd mappings ([`SharedMemory`]) and fd passing over Unix sockets,
+//!   shared by segments, the shm transport and the thin-client channel of standalone mode.
 //! - `transport`: the internal `Transport` trait and one file per transport
 //!   (`local.rs`, `shm.rs`, `tcp.rs`).
 //! - [`stats`]: [`TransferStats`] counters.
@@ -28,6 +30,7 @@ mod join;
 mod memory;
 mod owner;
 mod server;
+pub mod shmem;
 pub mod stats;
 mod transport;
 mod wire;
@@ -35,4 +38,5 @@ mod wire;
 pub use config::EngineConfig;
 pub use engine::{ReadOp, Target, TransferEngine, WriteOp};
 pub use memory::LocalSegment;
+pub use shmem::SharedMemory;
 pub use stats::TransferStats;

@@ -5,19 +5,13 @@
 //! ([`slice_of`], [`slice_of_mut`], [`copy_bytes`]); callers reach them only with ranges that
 //! [`Registry::resolve`] (or a peer mapping's bounds check) has validated.
 
-use memmap2::{MmapOptions, MmapRaw};
+use crate::shmem::SharedMemory;
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tidepool_common::{Error, ErrorCode, ObjectId, Result};
 use tidepool_proto::data::Seal;
-
-/// Page granularity segments are rounded up to.
-const PAGE: u64 = 4096;
 
 /// A memfd-backed, `MAP_SHARED` memory segment owned by this engine.
 ///
@@ -25,11 +19,8 @@ const PAGE: u64 = 4096;
 /// `Arc` to it does (including requests in flight), so unregistering never unmaps memory a
 /// request is still copying into.
 pub struct LocalSegment {
-    /// The mapping; `MmapRaw` because peers write through raw pointers concurrently.
-    map: MmapRaw,
-    /// The memfd, handed to same-host peers over the shm socket.
-    file: File,
-    size: u64,
+    /// The sealed memfd mapping; its fd is handed to same-host peers over the shm socket.
+    mem: SharedMemory,
     /// Lowest master epoch whose writes are still accepted (contract §8).
     epoch: AtomicU64,
     /// Sealed replicas by address; entries never overlap. A mutex is enough: seals are rare
@@ -41,7 +32,7 @@ impl std::fmt::Debug for LocalSegment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalSegment")
             .field("base", &format_args!("{:#x}", self.base_addr()))
-            .field("size", &self.size)
+            .field("size", &self.size())
             .finish()
     }
 }
@@ -52,29 +43,8 @@ impl LocalSegment {
         if size == 0 {
             return Err(Error::invalid("segment size must be positive: size=0"));
         }
-        let size = size
-            .checked_add(PAGE - 1)
-            .map(|s| s & !(PAGE - 1))
-            .ok_or_else(|| Error::invalid(format!("segment size too large: size={size}")))?;
-        let name = CString::new("tidepool-segment").map_err(|e| Error::internal(e.to_string()))?;
-        let fd =
-            nix::sys::memfd::memfd_create(&name, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
-                .map_err(|e| Error::internal(format!("memfd_create failed: err={e}")))?;
-        let file = File::from(fd);
-        file.set_len(size)
-            .map_err(|e| Error::internal(format!("ftruncate failed: size={size} err={e}")))?;
-        let mut opts = MmapOptions::new();
-        opts.len(size as usize);
-        if prefault {
-            opts.populate();
-        }
-        let map = opts
-            .map_raw(&file)
-            .map_err(|e| Error::internal(format!("mmap failed: size={size} err={e}")))?;
         Ok(Self {
-            map,
-            file,
-            size,
+            mem: SharedMemory::create("tidepool-segment", size, prefault)?,
             epoch: AtomicU64::new(0),
             dir: Mutex::new(BTreeMap::new()),
         })
@@ -82,12 +52,12 @@ impl LocalSegment {
 
     /// Address of the first byte.
     pub fn base_addr(&self) -> u64 {
-        self.map.as_mut_ptr() as u64
+        self.mem.addr()
     }
 
     /// Size in bytes (a multiple of the page size).
     pub fn size(&self) -> u64 {
-        self.size
+        self.mem.size()
     }
 
     /// Refuses, from now on, writes and seals that carry a master epoch older than `epoch`.
@@ -140,7 +110,7 @@ impl LocalSegment {
 
     /// The memfd, for handing to a same-host peer.
     pub(crate) fn fd(&self) -> std::os::fd::RawFd {
-        self.file.as_raw_fd()
+        self.mem.fd()
     }
 }
 

@@ -11,13 +11,12 @@ use crate::engine::Shared;
 use crate::memory::{Region, slice_of, slice_of_mut};
 use crate::owner;
 use crate::stats::{add, sub};
-use std::io::IoSlice;
 use std::sync::Arc;
 use tidepool_common::{Error, ErrorCode, Result};
 use tidepool_proto::data::{DataRequest, DataResponse};
 use tidepool_proto::frame::{self, FrameError, FrameKind};
 use tidepool_proto::wait::{spin_ready, spin_window};
-use tokio::io::{AsyncWriteExt, BufReader, Interest};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -300,7 +299,7 @@ async fn serve_unix(shared: &Shared, mut stream: UnixStream) -> Result<(), Frame
                     &DataResponse::Attached { size: seg.size() },
                     0,
                 )?;
-                send_with_fd(&stream, &out, seg.fd()).await?;
+                crate::shmem::send_with_fd(&stream, &out, seg.fd()).await?;
             }
             None => {
                 let resp = DataResponse::Error {
@@ -312,38 +311,4 @@ async fn serve_unix(shared: &Shared, mut stream: UnixStream) -> Result<(), Frame
             }
         }
     }
-}
-
-/// Sends `buf` with `fd` attached to its first byte.
-async fn send_with_fd(
-    stream: &UnixStream,
-    buf: &[u8],
-    fd: std::os::fd::RawFd,
-) -> std::io::Result<()> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    use std::os::fd::AsRawFd;
-    let sock = stream.as_raw_fd();
-    let fds = [fd];
-    let sent = stream
-        .async_io(Interest::WRITABLE, || {
-            sendmsg::<()>(
-                sock,
-                &[IoSlice::new(buf)],
-                &[ControlMessage::ScmRights(&fds)],
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            )
-            .map_err(std::io::Error::from)
-        })
-        .await?;
-    let mut rest = &buf[sent..];
-    while !rest.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(rest) {
-            Ok(n) => rest = &rest[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -3,7 +3,8 @@
 //!
 //! Subcommands:
 //! - `tidepool master [gflags]`: metadata and allocation service (Mooncake's `mooncake_master`).
-//! - `tidepool node [flags]`: a storage process contributing a segment (`mooncake_client`).
+//! - `tidepool node [flags]`: a storage process contributing a segment (`mooncake_client`),
+//!   serving thin clients (`setup_dummy`) on `--port`.
 //! - `tidepool bench [options]`: load generator against a running cluster.
 //! - `tidepool replay --trace FILE`: replays a FAST'25 request trace against a cluster.
 //! - `tidepool fill`: writes objects into a cluster (loading by hand, writer in tests).
@@ -252,15 +253,46 @@ async fn node(args: Vec<String>) -> anyhow::Result<()> {
         http = format!(" http={}", l.local_addr()?);
         tokio::spawn(tidepool_client::http::serve(l, client.clone()));
     }
+    let (thin, ipc_path) = start_thin_server(&f, &client).await;
     println!(
-        "READY segment={} data={}{http}",
+        "READY segment={} data={}{http}{thin}",
         client.hostname(),
         client.engine().endpoint()
     );
     shutdown_signal().await;
+    if let Some(p) = ipc_path {
+        let _ = std::fs::remove_file(p);
+    }
     client
         .close()
         .await
         .map_err(|e| anyhow::anyhow!("close: {e}"))?;
     Ok(())
+}
+
+/// Serves thin clients (`setup_dummy`) on `--port` of the node's host, with their memory
+/// channel on a fresh Unix socket. A port that cannot be bound only disables thin clients
+/// (the segment is still useful); returns the READY-line part and the socket path to remove.
+async fn start_thin_server(f: &flags::NodeFlags, client: &Client) -> (String, Option<String>) {
+    let host = client_http_host(&f.host);
+    let tcp = match TcpListener::bind((host.as_str(), f.port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(port = f.port, error = %e, "cannot bind the thin-client port; setup_dummy clients cannot connect");
+            return (String::new(), None);
+        }
+    };
+    let path = tidepool_client::thin::ThinServer::default_ipc_path();
+    let ipc = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(path, error = %e, "cannot bind the thin-client socket; setup_dummy clients cannot connect");
+            return (String::new(), None);
+        }
+    };
+    let addr = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    info!(addr, ipc = path, "serving thin clients");
+    let server = tidepool_client::thin::ThinServer::new(client.clone(), path.clone());
+    tokio::spawn(server.run(tcp, ipc));
+    (format!(" thin={addr}"), Some(path))
 }

@@ -14,23 +14,21 @@
 use super::tcp::TcpTransport;
 use super::{Transport, copy_large_aware};
 use crate::engine::{ReadOp, Shared, Target, WriteOp};
+use crate::shmem::SharedMemory;
 use crate::stats::{add, sub};
-use memmap2::{MmapOptions, MmapRaw};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use tidepool_common::{Error, ErrorCode, Result};
 use tidepool_proto::data::{DataRequest, DataResponse, Seal};
 use tidepool_proto::frame::{self, FrameKind};
-use tokio::io::{AsyncReadExt, Interest};
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
 /// A peer segment mapped into this process.
 struct PeerMapping {
-    map: MmapRaw,
+    /// The owner's sealed memfd, mapped here.
+    map: SharedMemory,
     /// The owner's address of the segment's first byte.
     base: u64,
     size: u64,
@@ -49,7 +47,7 @@ impl PeerMapping {
         let end = addr.checked_add(len as u64);
         match end {
             Some(end) if addr >= self.base && end <= self.base + self.size => {
-                Ok(self.map.as_mut_ptr() as u64 + (addr - self.base))
+                Ok(self.map.addr() + (addr - self.base))
             }
             _ => Err(Error::invalid(format!(
                 "range outside the peer segment: addr={addr:#x} len={len} segment={:#x}+{}",
@@ -148,10 +146,13 @@ impl ShmTransport {
         .await
         .map_err(|e| fail("send", &e))?;
         let mut buf = [0u8; 512];
-        let (n, fd) = tokio::time::timeout(cfg.io_timeout, recv_with_fd(&stream, &mut buf))
-            .await
-            .map_err(|e| fail("receive", &e))?
-            .map_err(|e| fail("receive", &e))?;
+        let (n, fd) = tokio::time::timeout(
+            cfg.io_timeout,
+            crate::shmem::recv_with_fd(&stream, &mut buf),
+        )
+        .await
+        .map_err(|e| fail("receive", &e))?
+        .map_err(|e| fail("receive", &e))?;
         let mut rd = (&buf[..n]).chain(&mut stream);
         let (hdr, msg) = frame::read_frame::<_, DataResponse>(&mut rd, &mut scratch)
             .await
@@ -163,13 +164,8 @@ impl ShmTransport {
             Err(e) => return Err(fail("decode", &e)),
         };
         let fd = fd.ok_or_else(|| fail("receive", &"no fd attached"))?;
-        let file = File::from(fd);
-        let mut opts = MmapOptions::new();
-        opts.len(usize::try_from(size).map_err(|e| fail("map", &e))?);
-        if cfg.prefault {
-            opts.populate();
-        }
-        let map = opts.map_raw(&file).map_err(|e| fail("map", &e))?;
+        let map =
+            SharedMemory::from_fd(fd, Some(size), cfg.prefault).map_err(|e| fail("map", &e))?;
         Ok(PeerMapping {
             map,
             base: base_addr,
@@ -191,40 +187,6 @@ impl ShmTransport {
     pub(crate) fn clear(&self) {
         self.maps.lock().clear();
     }
-}
-
-/// Receives up to `buf.len()` bytes and at most one fd passed with them.
-async fn recv_with_fd(
-    stream: &UnixStream,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, Option<OwnedFd>)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let sock = stream.as_raw_fd();
-    stream
-        .async_io(Interest::READABLE, || {
-            let mut cmsg = nix::cmsg_space!([RawFd; 4]);
-            let mut iov = [IoSliceMut::new(buf)];
-            let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-                .map_err(std::io::Error::from)?;
-            let mut fd = None;
-            for c in msg.cmsgs().map_err(std::io::Error::from)? {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    for raw in fds {
-                        // SAFETY: the kernel just installed `raw` in our fd table for us; we
-                        // are its only owner, and wrapping it closes it if unused.
-                        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                        if fd.is_none() {
-                            fd = Some(owned);
-                        }
-                    }
-                }
-            }
-            if msg.bytes == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-            }
-            Ok((msg.bytes, fd))
-        })
-        .await
 }
 
 impl Transport for ShmTransport {

@@ -6,3 +6,4 @@ mod admin;
 mod cluster;
 mod faults;
 mod store;
+mod thin;

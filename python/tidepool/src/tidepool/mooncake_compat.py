@@ -202,9 +202,23 @@ class MooncakeDistributedStore(Store):
             srv.server_close()
 
     def setup_dummy(self, mem_pool_size, local_buffer_size, server_address):
-        """Thin-client mode of a ``mooncake_client`` process: not available yet (-600)."""
+        """Thin-client (standalone) mode: forward every call to the ``mooncake_client`` /
+        ``tidepool node`` serving thin clients at ``server_address`` (its ``--port``, 50052 by
+        default) on this host. Memory from ``MooncakeHostMemAllocator`` and a staging buffer of
+        ``local_buffer_size`` bytes are shared with it, so zero-copy calls on them move no bytes
+        through this process; other pointers and ``bytes`` values are copied over the socket.
+        ``mem_pool_size`` is accepted for Mooncake's signature: the pool lives in the node.
+        Returns 0 or a §2 code (-900 when nothing answers)."""
         _need_size("mem_pool_size", mem_pool_size)
         _need_size("local_buffer_size", local_buffer_size)
         _need_str("server_address", server_address)
-        log.error("setup_dummy: standalone client mode is not available yet")
-        return INVALID_PARAMS
+        if not server_address or "://" in server_address or ":" not in server_address:
+            log.error("setup_dummy: server_address must be host:port, got %r", server_address)
+            return INVALID_PARAMS
+        if local_buffer_size != 0 and not (KIB <= local_buffer_size <= TIB):
+            log.error("setup_dummy: local_buffer_size must be 0 or in [1 KiB, 1 TiB]")
+            return INVALID_PARAMS
+        self._stop_http()
+        connect = _env_ms("MC_RPC_CONNECT_TIMEOUT_MS", 30000)
+        call = _env_ms("MC_RPC_TIMEOUT_MS", 30000)
+        return self._connect_dummy(server_address, local_buffer_size, connect, call)
