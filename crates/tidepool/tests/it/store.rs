@@ -171,7 +171,13 @@ fn unknown_master_flag_exits_1() {
 /// succeeds once the leases run out and eviction can make room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_leased_pool_gives_200_then_succeeds() {
-    let m = master(&["--default_kv_lease_ttl=1500"]);
+    // Proactive eviction off: at 8 of 8 MiB it would rightly evict the one object not yet
+    // leased (the one just put) before this test's `exist` leases it. Reactive eviction in the
+    // put path is what is under test.
+    let m = master(&[
+        "--default_kv_lease_ttl=1500",
+        "--eviction_high_watermark_ratio=1.0",
+    ]);
     let rpc = m.field("rpc");
     let _n = node(&rpc, "8MB");
     let c = client(&rpc).await;
