@@ -1,8 +1,13 @@
 //! Eviction (contract §3.6, W3, W4): byte-based, approximate-LRU, never touching what must stay.
 //!
-//! Order: the `Lru` list (least recently committed or leased first) is exact LRU over
-//! unpinned objects. A walk that meets a live soft pin parks the object on the `Soft` list,
-//! so later walks do not pay for it again; a read moves it back. Phases: `Lru`, then parked
+//! Order (Mooncake's, by lease deadline): an object ranks by its commit time until it is
+//! read, then by its lease deadline (last grant + TTL), so a read counts as a use lasting until
+//! its lease ends and read data outlives data only written at the same time. Two lists keep
+//! that order in O(1) per operation: `Lru` (never read, by commit time) and `Read` (by lease
+//! deadline); a walk merges them, coldest head first. Everything leased sits at the warm end
+//! of `Read`, so a walk stops there instead of stepping over it. A walk that meets a live soft
+//! pin parks the object on the `Soft` list, so later walks do not pay for it again; a read
+//! moves it back. Phases: `Lru`, then parked
 //! objects whose pin has expired, then (only if `allow_evict_soft_pinned_objects`) any parked
 //! object: soft-pinned data goes only when nothing else is evictable. Hard-pinned and in-flight
 //! objects are on neither list; leased objects are skipped (a bounded number per walk, since a
@@ -37,13 +42,48 @@ enum Phase {
     SoftAny,
 }
 
-impl Phase {
-    fn list(self) -> ListId {
-        if self == Phase::Lru {
-            ListId::Lru
+/// Walks the lists of a phase from the cold end: for `Lru` the merge of `Lru` (by commit
+/// time) and `Read` (by lease deadline), else the `Soft` list. Each step reads the successor
+/// before the caller acts on the object, so evicting or parking it is safe.
+struct ColdWalk {
+    /// Next object of `Lru` (or of `Soft`).
+    a: Option<u32>,
+    /// Next object of `Read`.
+    b: Option<u32>,
+}
+
+impl ColdWalk {
+    fn new(st: &MasterState, phase: Phase) -> Self {
+        if phase == Phase::Lru {
+            ColdWalk {
+                a: st.objects.head(ListId::Lru),
+                b: st.objects.head(ListId::Read),
+            }
         } else {
-            ListId::Soft
+            ColdWalk {
+                a: st.objects.head(ListId::Soft),
+                b: None,
+            }
         }
+    }
+
+    fn next(&mut self, st: &MasterState, now: u64) -> Option<u32> {
+        // `Read` is sorted by deadline: once its head is leased, so is the rest of it.
+        if let Some(j) = self.b
+            && st.objects.get(j).lease_deadline > now
+        {
+            self.b = None;
+        }
+        let take_b = match (self.a, self.b) {
+            (None, None) => return None,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some(i), Some(j)) => st.objects.get(j).lease_deadline < st.objects.get(i).stamp_ms,
+        };
+        let cur = if take_b { &mut self.b } else { &mut self.a };
+        let i = (*cur)?;
+        *cur = st.objects.next_of(i);
+        Some(i)
     }
 }
 
@@ -100,14 +140,12 @@ impl MasterState {
     /// Walks `phase`'s list from the cold end, evicting until used bytes are at most
     /// `target_used`; true if reached.
     fn evict_walk(&mut self, now: u64, phase: Phase, target_used: u64) -> bool {
-        let mut cur = self.objects.head(phase.list());
+        let mut walk = ColdWalk::new(self, phase);
         let mut skips = 0;
-        while let Some(i) = cur {
-            if self.segments.used() <= target_used {
-                return true;
-            }
-            // Taken before `i` moves or disappears; parking moves `i` to another list only.
-            cur = self.objects.next_of(i);
+        while self.segments.used() > target_used {
+            let Some(i) = walk.next(self, now) else {
+                break;
+            };
             match self.classify(i, now, phase) {
                 Verdict::Evict => self.evict_one(i),
                 Verdict::Parked => {}
@@ -182,13 +220,12 @@ impl MasterState {
         'phases: for &phase in self.phases() {
             while evictions < REACTIVE_MAX_EVICTIONS {
                 window.clear();
-                let mut cur = self.objects.head(phase.list());
+                let mut walk = ColdWalk::new(self, phase);
                 let mut skips = 0;
-                while let Some(i) = cur {
-                    if window.len() >= REACTIVE_WINDOW || skips > MAX_WINDOW_SKIPS {
+                while window.len() < REACTIVE_WINDOW && skips <= MAX_WINDOW_SKIPS {
+                    let Some(i) = walk.next(self, now) else {
                         break;
-                    }
-                    cur = self.objects.next_of(i);
+                    };
                     match self.classify(i, now, phase) {
                         Verdict::Evict => window.push(i),
                         Verdict::Parked => {}

@@ -12,7 +12,8 @@
 //!   only for what it looks at.
 //!
 //! An object is on at most one list ([`ListId`]): `InFlight` (ordered by put start, for the
-//! release-timeout backstop), `Lru` (readable, evictable in principle), `Soft` (readable and
+//! release-timeout backstop), `Lru` and `Read` (readable, evictable in principle: never read
+//! since commit, and read, see the eviction module for their order), `Soft` (readable and
 //! found soft-pinned by an eviction walk, parked so later walks do not skip it again), or
 //! `None` (hard-pinned: never evicted, so never walked).
 
@@ -72,10 +73,13 @@ pub enum ListId {
     None = 0,
     /// In-flight puts, oldest start first.
     InFlight = 1,
-    /// Readable objects, least recently used first.
+    /// Readable objects never read since their commit, oldest commit first.
     Lru = 2,
     /// Readable soft-pinned objects parked by eviction walks, least recently parked first.
     Soft = 3,
+    /// Readable objects that were read (granted a lease), earliest lease deadline first. The
+    /// lease TTL is one constant, so pushing at the tail on every grant keeps it sorted.
+    Read = 4,
 }
 
 /// One object (a slot of the slab). About 112 bytes; see the module docs.
@@ -157,7 +161,7 @@ pub struct ObjectTable {
     index: HashTable<u32>,
     hasher: DefaultHashBuilder,
     count: usize,
-    lists: [List; 4],
+    lists: [List; 5],
 }
 
 impl ObjectTable {
@@ -169,7 +173,7 @@ impl ObjectTable {
             index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             count: 0,
-            lists: [List::EMPTY; 4],
+            lists: [List::EMPTY; 5],
         }
     }
 

@@ -222,13 +222,17 @@ impl MasterState {
     pub fn put_end(&mut self, client: ClientId, items: &[PutEndItem]) -> Vec<i32> {
         let now = self.now();
         self.clients.touch(client, now);
-        items
+        // Last item first: the batch's first keys end up warmest (`reads.rs`, batch order).
+        let mut out: Vec<i32> = items
             .iter()
+            .rev()
             .map(|it| {
                 self.put_end_one(client, it, now)
                     .map_or_else(|e| e.as_i32(), |()| 0)
             })
-            .collect()
+            .collect();
+        out.reverse();
+        out
     }
 
     fn put_end_one(

@@ -1,4 +1,10 @@
 //! Lookups, existence checks and removal (contract §3.3, §3.4), with their read leases.
+//!
+//! Batch order: a batch grants its leases last key first, so that within one batch (one
+//! instant) the first keys end up warmest and are evicted last. A KV-cache engine asks for a
+//! request's blocks in prefix order, and a block is only worth anything while every block before
+//! it is cached too: losing the deepest blocks first keeps the most prefixes whole. Commits do
+//! the same (`put_end`). Across instants the order stays by time.
 
 use super::objects::ListId;
 use super::{MasterState, check_key};
@@ -7,14 +13,14 @@ use tidepool_common::{ClientId, ErrorCode};
 use tidepool_proto::types::{MemoryReplica, ObjectView, ReplicaDesc, ReplicaKind, ReplicaStatus};
 
 impl MasterState {
-    /// Grants (extends, never shortens) a read lease on readable object `idx` and marks it most
-    /// recently used.
+    /// Grants (extends, never shortens) a read lease on readable object `idx` and moves it to
+    /// the warm end of the `Read` list (eviction order: its lease deadline).
     fn grant_lease(&mut self, idx: u32, now: u64) {
         let ttl = self.settings.default_kv_lease_ttl_ms;
         let o = self.objects.get_mut(idx);
         o.lease_deadline = o.lease_deadline.max(now.saturating_add(ttl));
         if o.list != ListId::None {
-            self.objects.push_tail(ListId::Lru, idx);
+            self.objects.push_tail(ListId::Read, idx);
         }
     }
 
@@ -70,7 +76,10 @@ impl MasterState {
             .map(|c| c.host_id.clone())
             .unwrap_or_default();
         let ttl = self.settings.default_kv_lease_ttl_ms;
-        keys.iter()
+        // Last key first: see the module docs (batch order).
+        let mut out: Vec<_> = keys
+            .iter()
+            .rev()
             .map(|key| {
                 check_key(key)?;
                 self.counters.get_total += 1;
@@ -87,13 +96,18 @@ impl MasterState {
                     _ => 2,
                 }))
             })
-            .collect()
+            .collect();
+        out.reverse();
+        out
     }
 
     /// Existence: 1 readable (grants a lease), 0 absent or in flight, negative for a bad key.
     pub fn exist(&mut self, keys: &[String]) -> Vec<i32> {
         let now = self.now();
-        keys.iter()
+        // Last key first: see the module docs (batch order).
+        let mut out: Vec<i32> = keys
+            .iter()
+            .rev()
             .map(|key| {
                 if let Err(e) = check_key(key) {
                     return e.as_i32();
@@ -106,7 +120,9 @@ impl MasterState {
                     _ => 0,
                 }
             })
-            .collect()
+            .collect();
+        out.reverse();
+        out
     }
 
     /// Removes objects: 0; -704 absent; -703 in flight (even forced); -706 leased unless `force`.

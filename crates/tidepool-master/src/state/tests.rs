@@ -505,6 +505,56 @@ fn proactive_eviction_reaches_target_in_one_tick_in_lru_order() {
 }
 
 #[test]
+fn a_read_ranks_by_its_lease_deadline() {
+    // Mooncake's order: a read object counts as used until its lease ends, so data written
+    // after the read but before the deadline goes first.
+    let (mut st, clock) = state_with(eviction_settings(0.5, 0.2));
+    let (c, _) = node(&mut st, "a", 1, 10 * 4096);
+    assert_eq!(put(&mut st, c, "read", 4096), 0);
+    assert_eq!(exist1(&mut st, "read"), 1); // deadline 1000 + 10 000
+    clock.advance(5_000);
+    assert_eq!(put(&mut st, c, "written-before-deadline", 4096), 0);
+    clock.advance(10_000); // 16 000: the lease has ended
+    assert_eq!(put(&mut st, c, "written-after-deadline", 4096), 0);
+    for i in 0..3 {
+        assert_eq!(put(&mut st, c, &format!("new{i}"), 4096), 0);
+    }
+    // 6 of 10 blocks used > 50 %: evict down to 30 %, i.e. the three coldest.
+    st.tick();
+    assert_eq!(st.stats().evicted_keys, 3);
+    assert_eq!(exist1(&mut st, "written-before-deadline"), 0);
+    assert_eq!(exist1(&mut st, "read"), 0);
+    assert_eq!(exist1(&mut st, "written-after-deadline"), 0);
+    for i in 0..3 {
+        assert_eq!(exist1(&mut st, &format!("new{i}")), 1);
+    }
+}
+
+#[test]
+fn leased_reads_stop_a_walk_without_skipping_them_one_by_one() {
+    let (mut st, clock) = state_with(eviction_settings(0.5, 0.1));
+    let (c, _) = node(&mut st, "a", 1, 1000 * 4096);
+    for i in 0..600 {
+        assert_eq!(put(&mut st, c, &format!("k{i}"), 4096), 0);
+    }
+    // Every object leased: nothing is evictable, and the walk ends at the first lease.
+    let all: Vec<String> = (0..600).map(|i| format!("k{i}")).collect();
+    assert!(st.exist(&all).iter().all(|&e| e == 1));
+    st.tick();
+    assert_eq!(st.stats().evicted_keys, 0);
+    clock.advance(5_000);
+    assert!(st.heartbeat(c));
+    clock.advance(5_000);
+    st.tick();
+    // Leases over: evicted down to (0.5 - 0.1) x capacity. All were read in one batch, which
+    // ranks its first keys warmest (prefix order), so the last 200 went.
+    assert_eq!(st.stats().allocated_bytes, 400 * 4096);
+    assert_eq!(exist1(&mut st, "k399"), 1);
+    assert_eq!(exist1(&mut st, "k400"), 0);
+    assert_eq!(exist1(&mut st, "k599"), 0);
+}
+
+#[test]
 fn watermark_one_disables_proactive_eviction() {
     let (mut st, _clock) = state_with(eviction_settings(1.0, 0.05));
     let (c, _) = node(&mut st, "a", 1, 10 * 4096);
