@@ -60,7 +60,8 @@ pub struct ClientConfig {
     pub port_range: (u16, u16),
     /// Bind attempts within `port_range` before giving up (`MC_STORE_CLIENT_SETUP_RETRIES`).
     pub bind_retries: usize,
-    /// Metadata service: `P2PHANDSHAKE` (none) or `http://host:port/metadata`.
+    /// Metadata service: `P2PHANDSHAKE` (none), `http://host:port/metadata`, or etcd as
+    /// `etcd://h:2379[;h2:2379]` or bare `h:2379`.
     pub metadata_server: String,
     /// Bytes contributed to the pool; 0 = pure client.
     pub segment_size: u64,
