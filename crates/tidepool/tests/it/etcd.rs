@@ -1,9 +1,10 @@
 //! The etcd metadata backend against a real `etcd` (Debian's `etcd-server`, which
 //! scripts/test.sh installs): entries published with the contract's keys and JSON, readable
 //! through etcd's gRPC API (`etcdctl`, as a Mooncake peer reads them), re-published when lost
-//! (W6), withdrawn at close, and an unreachable etcd failing setup fast with -1000.
+//! (W6), withdrawn at close and, with `--enable_metadata_cleanup_on_timeout`, by the master on
+//! client death; an unreachable etcd fails setup fast with -1000.
 
-use crate::cluster::{die_with_parent, eventually, free_port, master, node_with};
+use crate::cluster::{die_with_parent, eventually, free_port, master, master_env, node_with};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tidepool_client::etcd::EtcdClient;
@@ -218,4 +219,40 @@ async fn unreachable_etcd_fails_setup_fast_with_1000() {
     .err()
     .expect("redis refused");
     assert_eq!(e.code(), ErrorCode::InvalidParams, "{e}");
+}
+
+/// `--enable_metadata_cleanup_on_timeout` with `MOONCAKE_TE_META_DATA_SERVER=etcd://…`: the
+/// master deletes a `kill -9`ed node's entries once its client TTL runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_cleans_a_dead_clients_etcd_entries() {
+    let etcd = Etcd::start();
+    let kv = etcd.client();
+    let url = etcd.url();
+    let m = master_env(
+        &[
+            "--client_ttl=2",
+            "--enable_metadata_cleanup_on_timeout=true",
+        ],
+        &[("MOONCAKE_TE_META_DATA_SERVER", url.as_str())],
+    );
+    let rpc = m.field("rpc");
+    let name = format!("127.0.0.1:{}", free_port());
+    let mut n = node_with(
+        &rpc,
+        "8MB",
+        &[
+            &format!("--host={name}"),
+            &format!("--metadata_server={url}"),
+        ],
+    );
+    let ram_key = format!("mooncake/ram/{name}");
+    let rpc_key = format!("mooncake/rpc_meta/{name}");
+    assert!(kv.get(&ram_key).unwrap().is_some());
+    assert!(kv.get(&rpc_key).unwrap().is_some());
+    n.kill9();
+    let gone = eventually(Duration::from_secs(15), || {
+        matches!((kv.get(&ram_key), kv.get(&rpc_key)), (Ok(None), Ok(None)))
+    })
+    .await;
+    assert!(gone, "the master did not delete {ram_key} / {rpc_key}");
 }
