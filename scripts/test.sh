@@ -12,6 +12,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   if ! command -v cc >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq build-essential >/dev/null
   fi
+  # The etcd metadata tests (crates/tidepool/tests/it/etcd.rs) run a real etcd server and
+  # read it back with etcdctl; they fail, not skip, without them.
+  if [ ! -x /usr/bin/etcd ] || ! command -v etcdctl >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq etcd-server etcd-client >/dev/null
+  fi
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 

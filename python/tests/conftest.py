@@ -1,10 +1,16 @@
 """Fixtures: real `tidepool master` and `tidepool node` processes on 127.0.0.1 (ports 0), and
 `MooncakeDistributedStore` objects set up against them."""
 
+import base64
+import json
 import os
 import queue
+import shutil
+import socket
 import subprocess
 import threading
+import time
+import urllib.request
 
 import pytest
 
@@ -54,6 +60,71 @@ class Proc:
                 self.p.kill()
                 self.p.wait()
         self.log.close()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Etcd:
+    """A single-member `etcd` on 127.0.0.1 with a temporary data dir; `get` reads a key through
+    etcd's v3 JSON gateway."""
+
+    def __init__(self, tmp_path):
+        binary = os.environ.get("TIDEPOOL_ETCD_BIN") or shutil.which("etcd")
+        if not binary:
+            pytest.fail("etcd not found: install it with `apt-get install -y etcd-server` (scripts/test.sh does)")
+        self.addr = f"127.0.0.1:{free_port()}"
+        peer = f"http://127.0.0.1:{free_port()}"
+        self.log = open(tmp_path / "etcd.log", "wb")
+        self.p = subprocess.Popen(
+            [
+                binary,
+                "--name=tidepool-test",
+                f"--data-dir={tmp_path / 'etcd-data'}",
+                f"--listen-client-urls=http://{self.addr}",
+                f"--advertise-client-urls=http://{self.addr}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=tidepool-test={peer}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            try:
+                self.get("tidepool-test/probe")
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.p.poll() is not None:
+                    self.stop()
+                    pytest.fail(f"etcd did not start on {self.addr} (log {tmp_path / 'etcd.log'})")
+                time.sleep(0.05)
+
+    def get(self, key):
+        """`key`'s value as str, or None when absent."""
+        body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
+        req = urllib.request.Request(f"http://{self.addr}/v3/kv/range", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            kvs = json.loads(r.read()).get("kvs") or []
+        return base64.b64decode(kvs[0].get("value", "")).decode() if kvs else None
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def etcd_server(tmp_path):
+    """A real etcd server (Debian's etcd-server); the test fails, not skips, without it."""
+    e = Etcd(tmp_path)
+    yield e
+    e.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """`setup` overloads, argument rules, the not-set-up conventions, close/setup cycles."""
 
 import ctypes
+import json
 import os
 import socket
 
@@ -101,7 +102,8 @@ def test_keyword_form_and_positional_engine(master):
     [
         {"local_hostname": ""},
         {"metadata_server": ""},
-        {"metadata_server": "etcd://127.0.0.1:2379"},
+        {"metadata_server": "etcd://"},
+        {"metadata_server": "etcd://127.0.0.1"},
         {"metadata_server": "redis://127.0.0.1:6379"},
         {"global_segment_size": 1000},
         {"protocol": "carrier-pigeon"},
@@ -202,6 +204,21 @@ def test_http_metadata_server_url_is_accepted(master):
         s.close()
     finally:
         srv.shutdown()
+
+
+def test_etcd_metadata_server_is_accepted(master, etcd_server):
+    """`setup(…, metadata_server="etcd://…")` publishes the entries in etcd and withdraws them
+    at close."""
+    s = MooncakeDistributedStore()
+    assert s.setup("127.0.0.1", f"etcd://{etcd_server.addr}", 16 * MiB, 16 * MiB, "tcp", "", master) == 0
+    key = f"mooncake/rpc_meta/{s.get_hostname()}"
+    meta = json.loads(etcd_server.get(key))
+    assert meta["ip_or_host_name"] == "127.0.0.1" and meta["rpc_port"] > 0
+    assert json.loads(etcd_server.get(f"mooncake/ram/{s.get_hostname()}"))["protocol"] == "tcp"
+    assert s.put("k", b"v") == 0
+    assert s.get("k") == b"v"
+    assert s.close() == 0
+    assert etcd_server.get(key) is None
 
 
 def test_close_setup_cycles(master):

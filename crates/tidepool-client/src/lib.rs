@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`rpc`]: the pooled master connections.
-//! - [`metadata`]: the HTTP metadata service client (key layout, values, W7 recovery).
+//! - [`metadata`]: the metadata service: backends, key layout, values, the HTTP client (W7
+//!   recovery) and [`metadata::MetadataStore`]; [`etcd`]: the etcd backend's client.
 //! - [`metrics`]: client-side counters and histograms; [`http`]: the optional client HTTP
 //!   endpoint (§4.5) that serves them.
 //! - `publish`: publishing this client's `ram/` and `rpc_meta/` entries and re-publishing them
@@ -21,6 +22,7 @@
 //! readable. A get is `GetReplicas` (grants a lease) and one batched read per owner, checked
 //! against the lease deadline (-707 if it finished too late).
 
+pub mod etcd;
 mod get;
 pub mod http;
 pub mod metadata;
@@ -58,7 +60,8 @@ pub struct ClientConfig {
     pub port_range: (u16, u16),
     /// Bind attempts within `port_range` before giving up (`MC_STORE_CLIENT_SETUP_RETRIES`).
     pub bind_retries: usize,
-    /// Metadata service: `P2PHANDSHAKE` (none) or `http://host:port/metadata`.
+    /// Metadata service: `P2PHANDSHAKE` (none), `http://host:port/metadata`, or etcd as
+    /// `etcd://h:2379[;h2:2379]` or bare `h:2379`.
     pub metadata_server: String,
     /// Bytes contributed to the pool; 0 = pure client.
     pub segment_size: u64,
@@ -200,10 +203,8 @@ impl Client {
             engine.shutdown().await;
             return Err(e);
         }
-        let publisher = match backend {
-            MetadataBackend::P2pHandshake => None,
-            MetadataBackend::Http { base_url } => Some(publish::Publisher::new(&base_url, &name)),
-        };
+        let publisher = metadata::MetadataStore::for_backend(&backend)
+            .map(|store| publish::Publisher::new(store, &name));
         let (stop, _) = watch::channel(false);
         let client = Client {
             inner: Arc::new(Inner {

@@ -1,10 +1,14 @@
 //! Client side of the metadata service (contract §4.3, §7 W6/W7): which backend the
 //! `metadata_server` string names, the key layout (`mooncake/[<cluster>/]ram|rpc_meta/<segment>`),
-//! the JSON values published under those keys, and a small blocking HTTP client.
+//! the JSON values published under those keys, a small blocking HTTP client, and
+//! [`MetadataStore`], the one get/put/delete interface the publisher uses for every backend.
 //!
 //! # Layout
-//! - [`MetadataBackend`]: `P2PHANDSHAKE` (no service) or an `http://` URL; etcd and redis are
-//!   refused with a message (the caller maps it to -600) until they are implemented.
+//! - [`MetadataBackend`]: `P2PHANDSHAKE` (no service), an `http://` URL, or etcd
+//!   (`etcd://a:2379;b:2379` or bare `host:port`, as Mooncake reads it); redis and https are
+//!   refused with a message (the caller maps it to -600).
+//! - [`MetadataStore`]: the HTTP client or the etcd client ([`crate::etcd`]) behind one
+//!   get/put/delete, with the §2 code its failures map to.
 //! - [`key_prefix`], [`ram_key`], [`rpc_meta_key`]: Mooncake's key layout, honouring
 //!   `MC_METADATA_CLUSTER_ID`.
 //! - [`segment_descriptor_json`], [`rpc_meta_json`]: the values; readers (Mooncake's and ours)
@@ -14,9 +18,11 @@
 //!   `spawn_blocking`. Its `put` recovers from strict Mooncake servers that refuse to
 //!   overwrite an `rpc_meta` key left behind by a dead process (W7).
 
+pub use crate::etcd::EtcdClient;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tidepool_common::ErrorCode;
 
 /// Connect and whole-request timeout of every metadata call: a dead metadata server must not
 /// stall setup or the W6 re-publish loop for long.
@@ -39,13 +45,21 @@ pub enum MetadataBackend {
         /// The URL as given; `?key=<encoded key>` is appended to it per request.
         base_url: String,
     },
+    /// An etcd cluster; the same keys and values are stored in it directly, as Mooncake's
+    /// etcd plugin does.
+    Etcd {
+        /// `host:port` of each member, in the order given.
+        endpoints: Vec<String>,
+    },
 }
 
 impl MetadataBackend {
-    /// Parses a `metadata_server` value: `P2PHANDSHAKE` (any case) or an `http://` URL.
+    /// Parses a `metadata_server` value: `P2PHANDSHAKE` (any case), an `http://` URL, or etcd
+    /// as `etcd://h:2379[;h2:2379]` or bare `h:2379[;h2:2379]` (Mooncake reads a value without
+    /// a scheme as etcd).
     ///
-    /// `etcd://…`, `redis://…`, `https://…` and bare `host:port` (Mooncake reads that as etcd)
-    /// are `Err` with a message saying so; the caller maps it to -600 (`INVALID_PARAMS`).
+    /// `redis://…`, `https://…` and malformed values are `Err` with a message saying so; the
+    /// caller maps it to -600 (`INVALID_PARAMS`).
     pub fn parse(s: &str) -> Result<Self, String> {
         let t = s.trim();
         if t.is_empty() {
@@ -67,17 +81,96 @@ impl MetadataBackend {
                     base_url: t.to_string(),
                 })
             }
+            Some("etcd") => parse_etcd_endpoints(&t["etcd://".len()..], t),
             Some("https") => Err(format!(
                 "https metadata servers are not supported yet (plain http only): value={t}"
             )),
             Some(other) => Err(format!(
-                "metadata backend {other} is not supported yet; use an http:// metadata \
-                 server or P2PHANDSHAKE: value={t}"
+                "metadata backend {other} is not supported yet; use etcd://, an http:// \
+                 metadata server or P2PHANDSHAKE: value={t}"
             )),
-            None => Err(format!(
-                "metadata_server without a scheme means etcd, which is not supported yet; use \
-                 an http:// metadata server or P2PHANDSHAKE: value={t}"
-            )),
+            None => parse_etcd_endpoints(t, t),
+        }
+    }
+}
+
+/// `h:2379;h2:2379` (`,` also separates) into [`MetadataBackend::Etcd`]; every member must be
+/// `host:port`. `whole` is the full setting, quoted in errors.
+fn parse_etcd_endpoints(list: &str, whole: &str) -> Result<MetadataBackend, String> {
+    let mut endpoints = Vec::new();
+    for ep in list
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let ok = ep.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !ok {
+            return Err(format!(
+                "etcd metadata_server member is not host:port: member={ep} value={whole}"
+            ));
+        }
+        endpoints.push(ep.to_string());
+    }
+    if endpoints.is_empty() {
+        return Err(format!(
+            "etcd metadata_server names no member (etcd://host:2379[;host2:2379]): value={whole}"
+        ));
+    }
+    Ok(MetadataBackend::Etcd { endpoints })
+}
+
+/// The store the entries live in: one get/put/delete over HTTP or etcd, so publishing,
+/// re-publishing and withdrawing are written once.
+#[derive(Debug, Clone)]
+pub enum MetadataStore {
+    /// An HTTP metadata server.
+    Http(MetadataClient),
+    /// An etcd cluster.
+    Etcd(EtcdClient),
+}
+
+impl MetadataStore {
+    /// The store `backend` names; `None` for `P2PHANDSHAKE`.
+    pub fn for_backend(backend: &MetadataBackend) -> Option<Self> {
+        match backend {
+            MetadataBackend::P2pHandshake => None,
+            MetadataBackend::Http { base_url } => Some(Self::Http(MetadataClient::new(base_url))),
+            MetadataBackend::Etcd { endpoints } => Some(Self::Etcd(EtcdClient::new(endpoints))),
+        }
+    }
+
+    /// Reads `key`: `Ok(None)` when absent.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            Self::Http(c) => c.get(key),
+            Self::Etcd(c) => c.get(key),
+        }
+    }
+
+    /// Writes `key`, replacing a stale entry (W7).
+    pub fn put(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        match self {
+            Self::Http(c) => c.put(key, value),
+            Self::Etcd(c) => c.put(key, value),
+        }
+    }
+
+    /// Deletes `key`: `Ok(false)` when it was already absent.
+    pub fn delete(&self, key: &str) -> Result<bool, String> {
+        match self {
+            Self::Http(c) => c.delete(key),
+            Self::Etcd(c) => c.delete(key),
+        }
+    }
+
+    /// The §2 code a failed call of this store maps to: -1000 `ETCD_OPERATION_ERROR` for etcd,
+    /// -900 `RPC_FAIL` for an HTTP server.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::Http(_) => ErrorCode::RpcFail,
+            Self::Etcd(_) => ErrorCode::EtcdOperationError,
         }
     }
 }
@@ -442,21 +535,47 @@ mod tests {
                 base_url: "http://10.0.0.1:8080/metadata".into()
             }
         );
+        let etcd = |eps: &[&str]| MetadataBackend::Etcd {
+            endpoints: eps.iter().map(|e| e.to_string()).collect(),
+        };
+        for (s, eps) in [
+            ("etcd://10.0.0.1:2379", &["10.0.0.1:2379"][..]),
+            ("ETCD://a:2379;b:2380", &["a:2379", "b:2380"]),
+            ("etcd://a:2379; b:2380;", &["a:2379", "b:2380"]),
+            ("etcd://a:2379,b:2380", &["a:2379", "b:2380"]),
+            ("10.0.0.1:2379", &["10.0.0.1:2379"]),
+            ("a:2379;b:2379", &["a:2379", "b:2379"]),
+            ("[::1]:2379", &["[::1]:2379"]),
+        ] {
+            assert_eq!(MetadataBackend::parse(s).unwrap(), etcd(eps), "{s}");
+        }
         for bad in [
-            "etcd://10.0.0.1:2379",
             "redis://r:6379",
-            "10.0.0.1:2379",
             "https://h/metadata",
             "http://",
             "",
+            "etcd://",
+            "etcd://;",
+            "etcd://host",
+            "etcd://host:0",
+            "etcd://host:port",
+            "etcd://:2379",
+            "etcd://a:2379;b",
+            "localhost",
+            "h:2379/x",
         ] {
             let e = MetadataBackend::parse(bad).unwrap_err();
             assert!(!e.is_empty(), "{bad}");
         }
         assert!(
-            MetadataBackend::parse("etcd://x:2379")
+            MetadataBackend::parse("redis://x:6379")
                 .unwrap_err()
-                .contains("etcd")
+                .contains("redis")
+        );
+        assert!(
+            MetadataBackend::parse("etcd://a:2379;b")
+                .unwrap_err()
+                .contains("member=b")
         );
     }
 

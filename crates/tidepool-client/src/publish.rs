@@ -1,12 +1,13 @@
 //! Publishing this client's metadata entries (contract §4.3): `ram/<segment>` (the segment
 //! descriptor) and `rpc_meta/<segment>` (the data endpoint), written at setup, checked every
 //! [`CHECK_INTERVAL`] and re-written when missing (W6: a restarted metadata server comes back
-//! without them), deleted at close. Calls are blocking HTTP, so they run on tokio's blocking
-//! pool and never on the data path.
+//! without them), deleted at close. The same logic serves every [`MetadataStore`] (HTTP or
+//! etcd); its calls are blocking, so they run on tokio's blocking pool and never on the data
+//! path.
 
-use crate::metadata::{self, MetadataClient};
+use crate::metadata::{self, MetadataStore};
 use std::time::Duration;
-use tidepool_common::{Error, ErrorCode, Result};
+use tidepool_common::{Error, Result};
 
 /// How often the entries are checked (the contract asks for at most 10 s).
 pub(crate) const CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -24,16 +25,16 @@ pub(crate) struct Info {
 
 /// Keeps one client's entries published.
 pub(crate) struct Publisher {
-    http: MetadataClient,
+    store: MetadataStore,
     ram_key: String,
     rpc_key: String,
     name: String,
 }
 
 impl Publisher {
-    pub(crate) fn new(base_url: &str, segment_name: &str) -> Self {
+    pub(crate) fn new(store: MetadataStore, segment_name: &str) -> Self {
         Self {
-            http: MetadataClient::new(base_url),
+            store,
             ram_key: metadata::ram_key(segment_name),
             rpc_key: metadata::rpc_meta_key(segment_name),
             name: segment_name.to_string(),
@@ -47,35 +48,37 @@ impl Publisher {
         )
     }
 
-    /// Writes both entries (overwriting stale ones of a dead predecessor, W7).
+    /// Writes both entries (overwriting stale ones of a dead predecessor, W7). Fails with the
+    /// store's code (-900 for HTTP, -1000 for etcd).
     pub(crate) async fn publish(&self, info: Info) -> Result<()> {
         let (ram, rpc) = self.values(&info);
-        let (http, ram_key, rpc_key) = (
-            self.http.clone(),
+        let (store, ram_key, rpc_key) = (
+            self.store.clone(),
             self.ram_key.clone(),
             self.rpc_key.clone(),
         );
+        let code = self.store.error_code();
         blocking(move || {
-            http.put(&ram_key, ram.as_bytes())?;
-            http.put(&rpc_key, rpc.as_bytes())
+            store.put(&ram_key, ram.as_bytes())?;
+            store.put(&rpc_key, rpc.as_bytes())
         })
         .await
-        .map_err(|e| Error::new(ErrorCode::RpcFail, format!("metadata publish failed: {e}")))
+        .map_err(|e| Error::new(code, format!("metadata publish failed: {e}")))
     }
 
     /// Re-writes whichever entry the server lost (W6); failures are logged and retried later.
     pub(crate) async fn ensure(&self, info: Info) {
         let (ram, rpc) = self.values(&info);
-        let (http, ram_key, rpc_key) = (
-            self.http.clone(),
+        let (store, ram_key, rpc_key) = (
+            self.store.clone(),
             self.ram_key.clone(),
             self.rpc_key.clone(),
         );
         let r = blocking(move || {
             for (key, value) in [(&ram_key, ram), (&rpc_key, rpc)] {
-                if http.get(key)?.is_none() {
+                if store.get(key)?.is_none() {
                     tracing::info!(key = %key, "metadata entry missing; publishing it again");
-                    http.put(key, value.as_bytes())?;
+                    store.put(key, value.as_bytes())?;
                 }
             }
             Ok(())
@@ -88,14 +91,14 @@ impl Publisher {
 
     /// Deletes both entries (close).
     pub(crate) async fn withdraw(&self) {
-        let (http, ram_key, rpc_key) = (
-            self.http.clone(),
+        let (store, ram_key, rpc_key) = (
+            self.store.clone(),
             self.ram_key.clone(),
             self.rpc_key.clone(),
         );
         let r = blocking(move || {
-            http.delete(&ram_key)?;
-            http.delete(&rpc_key).map(|_| ())
+            store.delete(&ram_key)?;
+            store.delete(&rpc_key).map(|_| ())
         })
         .await;
         if let Err(e) = r {

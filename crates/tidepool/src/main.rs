@@ -15,6 +15,7 @@ mod bench;
 mod cli;
 mod fill;
 mod flags;
+mod meta_cleanup;
 mod replay;
 
 use anyhow::Context;
@@ -172,6 +173,9 @@ async fn master(args: Vec<String>) -> anyhow::Result<()> {
             })
             .await;
         });
+    }
+    if f.enable_metadata_cleanup_on_timeout && !f.enable_http_metadata_server {
+        meta_cleanup::install(&state);
     }
     let rpc_addr = rpc.local_addr()?;
     info!(%rpc_addr, %admin_addr, ?meta_addr, dashboard = %format!("http://{admin_addr}/dashboard"), "tidepool master serving");

@@ -35,10 +35,16 @@ impl Drop for Proc {
 impl Proc {
     /// Spawns `tidepool <args>` and waits (≤ 20 s) for the line starting with READY.
     pub fn spawn(args: &[String]) -> Proc {
+        Self::spawn_env(args, &[])
+    }
+
+    /// [`Proc::spawn`] with extra environment variables.
+    pub fn spawn_env(args: &[String], env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidepool"));
         die_with_parent(&mut cmd);
         let mut child = cmd
             .args(args)
+            .envs(env.iter().copied())
             .env("TIDEPOOL_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -80,6 +86,11 @@ impl Proc {
 
 /// Starts a master with the given extra flags on free loopback ports.
 pub fn master(extra: &[&str]) -> Proc {
+    master_env(extra, &[])
+}
+
+/// [`master`] with extra environment variables.
+pub fn master_env(extra: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut args: Vec<String> = [
         "master",
         "--rpc_address=127.0.0.1",
@@ -92,7 +103,7 @@ pub fn master(extra: &[&str]) -> Proc {
     .map(|s| s.to_string())
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
-    Proc::spawn(&args)
+    Proc::spawn_env(&args, env)
 }
 
 /// Starts a storage node contributing `size` to the master at `rpc`.

@@ -4,6 +4,7 @@
 
 mod admin;
 mod cluster;
+mod etcd;
 mod faults;
 mod store;
 mod thin;

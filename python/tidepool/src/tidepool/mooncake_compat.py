@@ -149,9 +149,13 @@ class MooncakeDistributedStore(Store):
         if not hostname:
             log.error("setup: empty local_hostname")
             return INVALID_PARAMS
-        if not (metadata == "P2PHANDSHAKE" or metadata.startswith("http://")):
-            # etcd:// redis:// and bare host:port (= etcd) metadata services are not supported.
-            log.error("setup: unsupported metadata_server %r (use P2PHANDSHAKE or http://)", metadata)
+        scheme = metadata.split("://", 1)[0].lower() if "://" in metadata else ""
+        if metadata != "P2PHANDSHAKE" and scheme not in ("http", "etcd", ""):
+            # P2PHANDSHAKE, http://, etcd://h:2379[;h2:2379] and bare h:2379 (= etcd) pass
+            # through to the native client, which checks their form; redis:// is not supported.
+            log.error(
+                "setup: unsupported metadata_server %r (use P2PHANDSHAKE, http://… or etcd://…)", metadata
+            )
             return INVALID_PARAMS
         if 0 < segment < KIB:
             log.error("setup: global_segment_size must be 0 or at least 1 KiB")
