@@ -9,7 +9,7 @@
 //! [`send_with_fd`] / [`recv_with_fd`] move one fd with a message over a Unix stream socket
 //! (`SCM_RIGHTS`); the shm transport and the thin-client channel both use them.
 
-use memmap2::{Advice, MmapOptions, MmapRaw};
+use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use std::ffi::CString;
 use std::fs::File;
@@ -102,23 +102,12 @@ impl SharedMemory {
             .map_err(|_| Error::invalid(format!("shared memory too large: size={size}")))?;
         let mut opts = MmapOptions::new();
         opts.len(len);
+        if prefault {
+            opts.populate();
+        }
         let map = opts
             .map_raw(&file)
             .map_err(|e| Error::internal(format!("mmap failed: size={size} err={e}")))?;
-        if prefault {
-            // Write-populate: MAP_POPULATE read-faults a shared mapping, which leaves its page
-            // table entries write-protected, so every first write to a page still takes a
-            // fault (measured: first writes at half the speed of later ones). Kernels before
-            // 5.14 lack MADV_POPULATE_WRITE; there, map again with MAP_POPULATE.
-            if map.advise(Advice::PopulateWrite).is_err() {
-                drop(map);
-                let map = opts
-                    .populate()
-                    .map_raw(&file)
-                    .map_err(|e| Error::internal(format!("mmap failed: size={size} err={e}")))?;
-                return Ok(Self { map, file, size });
-            }
-        }
         Ok(Self { map, file, size })
     }
 
