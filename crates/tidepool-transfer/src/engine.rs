@@ -324,6 +324,14 @@ impl TransferEngine {
             && target.host_id == self.inner.host_id
     }
 
+    /// Maps `target`'s segment now if it is reachable over shared memory (no-op otherwise), so
+    /// the first transfer does not pay for mapping and populating it.
+    pub async fn prepare(&self, target: &Target) {
+        if !self.is_local(target) && self.use_shm(target) {
+            self.inner.shm.prepare(target).await;
+        }
+    }
+
     /// Writes every op's bytes into the target and records `seals` in its directory. Returns
     /// only once the owner has every byte in place (W12). `epoch` is the master epoch of the
     /// allocation; owners refuse epochs older than their segment's (-700).

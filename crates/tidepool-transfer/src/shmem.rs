@@ -9,7 +9,7 @@
 //! [`send_with_fd`] / [`recv_with_fd`] move one fd with a message over a Unix stream socket
 //! (`SCM_RIGHTS`); the shm transport and the thin-client channel both use them.
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw};
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use std::ffi::CString;
 use std::fs::File;
@@ -69,7 +69,7 @@ impl SharedMemory {
             .map_err(|e| Error::internal(format!("ftruncate failed: size={size} err={e}")))?;
         fcntl(file.as_raw_fd(), FcntlArg::F_ADD_SEALS(required_seals()))
             .map_err(|e| Error::internal(format!("sealing the memfd failed: err={e}")))?;
-        Self::map(file, size, prefault)
+        Self::map(file, size, prefault, true)
     }
 
     /// Maps a memfd received from another process. It must carry the size seals (else a sender
@@ -94,20 +94,38 @@ impl SharedMemory {
                 "memfd size mismatch: size={size} expected={expect_size:?}"
             )));
         }
-        Self::map(file, size, prefault)
+        Self::map(file, size, prefault, false)
     }
 
-    fn map(file: File, size: u64, prefault: bool) -> Result<Self> {
+    /// Maps `file`; with `prefault`, the owner (`owner`: it just created the memory) populates
+    /// for writing and a peer for reading.
+    ///
+    /// Measured here, 1 GiB: MAP_POPULATE (a read populate) leaves the pages clean, and the
+    /// first write to each clean shared page still faults, in the owner and in every peer
+    /// (first writes at 9 GB/s, later ones at 16). MADV_POPULATE_WRITE by the owner dirties
+    /// them once; then a peer's MAP_POPULATE (read faults map 16 pages at a time) takes
+    /// 0.12 s and its first writes run at full speed, while a peer's write populate would take
+    /// 0.34 s (one page per fault). Kernels before 5.14 lack MADV_POPULATE_WRITE: the owner then
+    /// falls back to MAP_POPULATE.
+    fn map(file: File, size: u64, prefault: bool, owner: bool) -> Result<Self> {
         let len = usize::try_from(size)
             .map_err(|_| Error::invalid(format!("shared memory too large: size={size}")))?;
         let mut opts = MmapOptions::new();
         opts.len(len);
-        if prefault {
+        if prefault && !owner {
             opts.populate();
         }
         let map = opts
             .map_raw(&file)
             .map_err(|e| Error::internal(format!("mmap failed: size={size} err={e}")))?;
+        if prefault && owner && map.advise(Advice::PopulateWrite).is_err() {
+            drop(map);
+            let map = opts
+                .populate()
+                .map_raw(&file)
+                .map_err(|e| Error::internal(format!("mmap failed: size={size} err={e}")))?;
+            return Ok(Self { map, file, size });
+        }
         Ok(Self { map, file, size })
     }
 

@@ -90,6 +90,11 @@ impl ShmTransport {
     }
 
     /// The mapping of the target's segment, attaching on first use; `None` means use TCP.
+    /// Attaches to `target` ahead of its first transfer (see `TransferEngine::prepare`).
+    pub(crate) async fn prepare(&self, target: &Target) {
+        let _ = self.mapping(target).await;
+    }
+
     async fn mapping(&self, target: &Target) -> Option<Arc<PeerMapping>> {
         let socket = target.shm_socket.as_deref()?;
         if let Some(m) = self.cached(target, socket) {
