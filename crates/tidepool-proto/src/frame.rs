@@ -253,6 +253,11 @@ pub async fn read_frame<R: AsyncRead + Unpin, M: DeserializeOwned>(
     Ok((hdr, msg))
 }
 
+/// Decodes a frame's message from its meta bytes (for callers that read frames themselves).
+pub fn decode_message<M: DeserializeOwned>(meta: &[u8]) -> Result<M, FrameError> {
+    postcard::from_bytes(meta).map_err(FrameError::Decode)
+}
+
 /// Reads and drops `len` payload bytes, so a rejected request leaves the stream usable.
 ///
 /// `tokio::io::copy` keeps its buffer on the heap; a stack array here would sit inside every

@@ -79,13 +79,15 @@ pub(crate) struct Store {
 }
 
 /// Runs `fut` on the process runtime with the GIL released; `None` if no runtime could start.
+/// The caller's thread drives it and makes its master calls itself over blocking sockets
+/// (`on_caller_thread`): one wake-up per round trip instead of two.
 fn block<F>(py: Python<'_>, fut: F) -> Option<F::Output>
 where
     F: Future + Send,
     F::Output: Send,
 {
     let rt = crate::runtime()?;
-    Some(py.allow_threads(|| rt.block_on(fut)))
+    Some(py.allow_threads(|| tidepool_client::rpc::on_caller_thread(|| rt.block_on(fut))))
 }
 
 fn status(r: &Result<()>) -> i32 {

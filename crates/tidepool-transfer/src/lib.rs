@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: [`EngineConfig`], the knobs of one engine.
+//! - [`copy`]: the byte copy of same-host and in-process transfers (memmove, except for the
+//!   one layout where it is slow).
 //! - [`engine`]: [`TransferEngine`], the public handle: registration, transport selection per
 //!   call, batched `write`/`read`/`ping`, peer forgetting and statistics.
 //! - `memory`: segments ([`LocalSegment`], memfd-backed), the registry of every region a remote
@@ -25,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod copy;
 pub mod engine;
 mod join;
 mod memory;

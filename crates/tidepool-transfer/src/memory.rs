@@ -256,8 +256,8 @@ pub(crate) unsafe fn slice_of_mut<'a>(addr: u64, len: u64) -> &'a mut [u8] {
 /// # Safety
 /// Both ranges must be mapped for the duration of the call, `src` readable and `dst` writable.
 pub(crate) unsafe fn copy_bytes(src: *const u8, dst: u64, len: usize) {
-    // SAFETY: guaranteed by the caller; `copy` (memmove) tolerates overlap.
-    unsafe { std::ptr::copy(src, dst as *mut u8, len) }
+    // SAFETY: guaranteed by the caller; `copy_bytes` has memmove semantics.
+    unsafe { crate::copy::copy_bytes(src, dst as *mut u8, len) }
 }
 
 #[cfg(test)]

@@ -34,6 +34,25 @@ pub(crate) trait Transport: Send + Sync {
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// Copies a batch ([`crate::copy::copy_many`]), stepping off the async worker when it is large
+/// so other tasks on this runtime thread are not stalled for milliseconds.
+///
+/// # Safety
+/// As [`crate::copy::copy_many`].
+pub(crate) unsafe fn copy_batch(pieces: &[crate::copy::Piece]) {
+    const BLOCKING_COPY: usize = 4 << 20;
+    let total: usize = pieces.iter().map(|p| p.len).sum();
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if total >= BLOCKING_COPY && multi {
+        // SAFETY: forwarded from the caller's guarantee; the copy finishes before return.
+        tokio::task::block_in_place(|| unsafe { crate::copy::copy_many(pieces) });
+    } else {
+        // SAFETY: forwarded from the caller's guarantee.
+        unsafe { crate::copy::copy_many(pieces) }
+    }
+}
+
 /// Copies `len` bytes, stepping off the async worker for large copies so other tasks on this
 /// runtime thread are not stalled for milliseconds.
 ///

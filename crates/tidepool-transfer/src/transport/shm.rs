@@ -12,7 +12,8 @@
 //! leased replica, so the mapped bytes cannot change owner mid-read.
 
 use super::tcp::TcpTransport;
-use super::{Transport, copy_large_aware};
+use super::{Transport, copy_batch};
+use crate::copy::Piece;
 use crate::engine::{ReadOp, Shared, Target, WriteOp};
 use crate::shmem::SharedMemory;
 use crate::stats::{add, sub};
@@ -194,6 +195,52 @@ impl ShmTransport {
     }
 }
 
+impl ShmTransport {
+    /// Copies `ops` through the mapping and returns `Ok(true)` with the seals left for the
+    /// caller to send; without a mapping, writes and seals over TCP and returns `Ok(false)`.
+    pub(crate) async fn write_deferring_seals(
+        &self,
+        target: &Target,
+        epoch: u64,
+        ops: &[WriteOp<'_>],
+        seals: &[Seal],
+    ) -> Result<bool> {
+        let Some(m) = self.mapping(target).await else {
+            return self
+                .tcp
+                .write(target, epoch, ops, seals)
+                .await
+                .map(|()| false);
+        };
+        Self::copy_in(&m, &self.shared, ops)?;
+        Ok(!seals.is_empty())
+    }
+
+    fn copy_in(m: &PeerMapping, shared: &Shared, ops: &[WriteOp<'_>]) -> Result<()> {
+        // Validate the whole batch before copying anything.
+        for op in ops {
+            m.local(op.remote_addr, op.src.len())?;
+        }
+        let mut bytes = 0u64;
+        let mut pieces = Vec::with_capacity(ops.len());
+        for op in ops {
+            let dst = m.local(op.remote_addr, op.src.len())?;
+            pieces.push(Piece {
+                src: op.src.as_ptr(),
+                dst: dst as *mut u8,
+                len: op.src.len(),
+            });
+            bytes += op.src.len() as u64;
+        }
+        // SAFETY: every destination lies inside the live peer mapping `m` (checked by
+        // `local`); the sources are the caller's slices; the master never allocates two
+        // replicas of one batch over the same bytes, so destinations are disjoint.
+        unsafe { copy_batch(&pieces) };
+        add(&shared.stats.shm_bytes_written, bytes);
+        Ok(())
+    }
+}
+
 impl Transport for ShmTransport {
     async fn write(
         &self,
@@ -205,19 +252,7 @@ impl Transport for ShmTransport {
         let Some(m) = self.mapping(target).await else {
             return self.tcp.write(target, epoch, ops, seals).await;
         };
-        // Validate the whole batch before copying anything.
-        for op in ops {
-            m.local(op.remote_addr, op.src.len())?;
-        }
-        let mut bytes = 0u64;
-        for op in ops {
-            let dst = m.local(op.remote_addr, op.src.len())?;
-            // SAFETY: `dst..dst+len` lies inside the live peer mapping `m` (checked by
-            // `local`); the source is the caller's slice.
-            unsafe { copy_large_aware(op.src.as_ptr(), dst, op.src.len()) };
-            bytes += op.src.len() as u64;
-        }
-        add(&self.shared.stats.shm_bytes_written, bytes);
+        Self::copy_in(&m, &self.shared, ops)?;
         if !seals.is_empty() {
             self.tcp.seal(target, epoch, seals).await?;
         }
@@ -232,14 +267,20 @@ impl Transport for ShmTransport {
             m.local(op.remote_addr, op.dst.len())?;
         }
         let mut bytes = 0u64;
+        let mut pieces = Vec::with_capacity(ops.len());
         for op in ops.iter_mut() {
             let len = op.dst.len();
             let src = m.local(op.remote_addr, len)?;
-            // SAFETY: `src..src+len` lies inside the live peer mapping `m`; the destination is
-            // the caller's exclusive slice.
-            unsafe { copy_large_aware(src as *const u8, op.dst.as_mut_ptr() as u64, len) };
+            pieces.push(Piece {
+                src: src as *const u8,
+                dst: op.dst.as_mut_ptr(),
+                len,
+            });
             bytes += len as u64;
         }
+        // SAFETY: every source lies inside the live peer mapping `m`; the destinations are
+        // the caller's exclusive (hence disjoint) slices.
+        unsafe { copy_batch(&pieces) };
         add(&self.shared.stats.shm_bytes_read, bytes);
         Ok(())
     }
