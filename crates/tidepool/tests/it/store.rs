@@ -315,3 +315,55 @@ async fn node_client_http_endpoint() {
     assert!(text.contains("mooncake_transfer_put_latency_bucket"));
     assert_eq!(http_get(&format!("{base}/metrics/summary")).0, 200);
 }
+
+/// Calls driven from a thread of the caller's own (`on_caller_thread`, as the Python binding
+/// does) use blocking sockets to the master: puts through shared memory (seals overlapped with
+/// the commit) are read back at once by a TCP-only reader, whose owner waits for a seal still
+/// in flight rather than calling the replica gone; once the master dies, calls fail with -900
+/// within the connect deadline instead of hanging.
+#[test]
+fn caller_thread_calls_over_blocking_sockets() {
+    use tidepool_client::rpc::on_caller_thread;
+    let mut m = master(&["--default_kv_lease_ttl=300"]);
+    let rpc = m.field("rpc");
+    let _n = node(&rpc, "64MB");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let writer = rt.block_on(client(&rpc));
+    let reader = rt
+        .block_on(Client::connect(ClientConfig {
+            master_addr: rpc.clone(),
+            enable_shm: false,
+            ..ClientConfig::default()
+        }))
+        .expect("tcp reader connects");
+    on_caller_thread(|| {
+        rt.block_on(async {
+            for i in 0..40u8 {
+                let key = format!("ct-{i}");
+                let value = pattern(i, 20_000 + usize::from(i) * 1000);
+                writer
+                    .put(&key, &value, &ReplicateConfig::default())
+                    .await
+                    .expect("put on a caller thread");
+                assert_eq!(reader.get(&key).await.expect("tcp read"), value, "{key}");
+                assert_eq!(writer.get(&key).await.expect("shm read"), value, "{key}");
+            }
+            assert_eq!(writer.batch_exist(&["ct-0", "ct-none"]).await, vec![1, 0]);
+        })
+    });
+    m.kill9();
+    let started = std::time::Instant::now();
+    let r = on_caller_thread(|| rt.block_on(writer.get("ct-1")));
+    let err = r.expect_err("the master is gone");
+    assert!(
+        matches!(err.code(), ErrorCode::RpcFail | ErrorCode::RpcTimeout),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    drop(writer);
+    drop(reader);
+}
