@@ -258,38 +258,26 @@ impl Client {
         let writes = by_seg.into_iter().map(|(seg, b)| async move {
             let r = match self.target(seg).await {
                 Ok(t) => {
-                    let r = self
-                        .inner
-                        .engine
-                        .write_deferring_seals(&t, b.epoch, &b.ops, &b.seals)
-                        .await;
+                    let r = self.inner.engine.write(&t, b.epoch, &b.ops, &b.seals).await;
                     if r.is_err() {
                         self.forget_target(seg, &t);
                     }
-                    r.map(|pending| pending.then_some(t))
+                    r
                 }
                 Err(e) => Err(e),
             };
-            (seg, r, b.epoch, b.seals, b.objects)
+            (seg, r, b.objects)
         });
         let mut failed: Vec<Vec<SegmentId>> = vec![Vec::new(); allocs.len()];
         let mut last_err: Vec<Option<Error>> = vec![None; allocs.len()];
-        // Seals still owed to owners reached through shared memory: (segment, target, epoch,
-        // seals, objects).
-        let mut unsealed = Vec::new();
-        for (seg, r, epoch, seals, objects) in join_all(writes).await {
-            match r {
-                Ok(None) => {}
-                Ok(Some(t)) => unsealed.push((seg, t, epoch, seals, objects)),
-                Err(e) => {
-                    for n in objects {
-                        failed[n].push(seg);
-                        last_err[n] = Some(e.clone());
-                    }
+        for (seg, r, objects) in join_all(writes).await {
+            if let Err(e) = r {
+                for n in objects {
+                    failed[n].push(seg);
+                    last_err[n] = Some(e.clone());
                 }
             }
         }
-        let write_failed: Vec<usize> = failed.iter().map(Vec::len).collect();
         let mut ends = Vec::new();
         let mut end_idx = Vec::new();
         let mut revokes = Vec::new();
@@ -315,28 +303,7 @@ impl Client {
             // Best effort: if the master is unreachable, our liveness revokes them (W1).
             let _ = self.inner.rpc.call(MasterRequest::PutRevoke(revokes)).await;
         }
-        // The bytes are in place in every segment; what is left is the owners' seals (shared
-        // memory path) and the commit. Both must be done before the put is acknowledged (W12),
-        // but neither needs the other: the seals go out first, the commit follows at once, and
-        // the two round trips overlap. An owner's reader that arrives before its seal waits for
-        // it (`owner::check_read_settling`).
-        let seals = join_all(
-            unsealed
-                .iter()
-                .map(|(seg, t, epoch, seals, objects)| async move {
-                    (
-                        *seg,
-                        self.inner.engine.seal(t, *epoch, seals).await,
-                        objects,
-                    )
-                }),
-        );
-        let mut seals = std::pin::pin!(seals);
-        let first =
-            std::future::poll_fn(|cx| std::task::Poll::Ready(seals.as_mut().poll(cx))).await;
-        let committed = if ends.is_empty() {
-            Vec::new()
-        } else {
+        if !ends.is_empty() {
             match self
                 .inner
                 .rpc
@@ -345,7 +312,12 @@ impl Client {
                 .and_then(crate::check)
             {
                 Ok(MasterResponse::Codes(codes)) if codes.len() == end_idx.len() => {
-                    end_idx.into_iter().zip(codes).collect()
+                    out.extend(
+                        end_idx
+                            .into_iter()
+                            .zip(codes)
+                            .map(|(i, c)| (i, code_result(c))),
+                    );
                 }
                 other => {
                     let e = match other {
@@ -353,58 +325,8 @@ impl Client {
                         Err(e) => e,
                     };
                     out.extend(end_idx.into_iter().map(|i| (i, Err(e.clone()))));
-                    Vec::new()
                 }
             }
-        };
-        let sealed = match first {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => seals.await,
-        };
-        // An object is acknowledged only if at least one of its replicas is sealed (or was
-        // written over TCP, where write and seal are one request).
-        let mut seal_failed: Vec<usize> = vec![0; allocs.len()];
-        let mut seal_err: Vec<Option<Error>> = vec![None; allocs.len()];
-        for (seg, r, objects) in sealed {
-            if let Err(e) = r {
-                tracing::warn!(segment = %seg, error = %e, "sealing replicas failed");
-                for &n in objects {
-                    seal_failed[n] += 1;
-                    seal_err[n] = Some(e.clone());
-                }
-            }
-        }
-        let item_alloc: HashMap<usize, usize> = allocs
-            .iter()
-            .enumerate()
-            .map(|(n, a)| (a.item, n))
-            .collect();
-        let mut unsealed_keys = Vec::new();
-        for (i, code) in committed {
-            let n = item_alloc.get(&i).copied();
-            let lost = n.is_some_and(|n| {
-                seal_failed[n] > 0 && seal_failed[n] + write_failed[n] >= allocs[n].replicas.len()
-            });
-            if lost && code == 0 {
-                unsealed_keys.push(items[i].0.to_string());
-                let e = n
-                    .and_then(|n| seal_err[n].take())
-                    .unwrap_or_else(|| Error::new(ErrorCode::TransferFail, "seal failed"));
-                out.push((i, Err(e)));
-            } else {
-                out.push((i, code_result(code)));
-            }
-        }
-        if !unsealed_keys.is_empty() {
-            // Committed but sealed nowhere: not acknowledged, so take it back (best effort).
-            let _ = self
-                .inner
-                .rpc
-                .call(MasterRequest::Remove {
-                    keys: unsealed_keys,
-                    force: true,
-                })
-                .await;
         }
         out
     }

@@ -351,38 +351,6 @@ impl TransferEngine {
         }
     }
 
-    /// [`TransferEngine::write`], except that when the bytes go through shared memory the
-    /// seals are not sent: `Ok(true)` means the bytes are in place and `seals` still have to
-    /// go to the owner with [`TransferEngine::seal`] (so a caller can overlap that round trip
-    /// with another); `Ok(false)` means written and sealed, as `write`.
-    pub async fn write_deferring_seals(
-        &self,
-        target: &Target,
-        epoch: u64,
-        ops: &[WriteOp<'_>],
-        seals: &[Seal],
-    ) -> Result<bool> {
-        if !self.is_local(target) && self.use_shm(target) {
-            self.inner
-                .shm
-                .write_deferring_seals(target, epoch, ops, seals)
-                .await
-        } else {
-            self.write(target, epoch, ops, seals).await.map(|()| false)
-        }
-    }
-
-    /// Records `seals` in the target's directory (after [`TransferEngine::write_deferring_seals`]).
-    pub async fn seal(&self, target: &Target, epoch: u64, seals: &[Seal]) -> Result<()> {
-        if seals.is_empty() {
-            return Ok(());
-        }
-        if self.is_local(target) {
-            return self.inner.local.write(target, epoch, &[], seals).await;
-        }
-        self.inner.tcp.seal(target, epoch, seals).await
-    }
-
     /// Fills every op's `dst` from the target. An op with `expect` fails the call with -712
     /// when the owner no longer holds that object there (not checked on the shm path, where the
     /// reader's lease protects the bytes).

@@ -28,8 +28,6 @@ pub(crate) const READ_BUF: usize = 64 << 10;
 const NEXT_REQUEST_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 /// Responses up to this size are assembled in one buffer and sent with one write.
 const INLINE_RESPONSE: u64 = 64 << 10;
-/// How long a read of an object not (yet) in the directory waits for its seal.
-const SEAL_SETTLE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Accepts TCP data connections until `stop` flips, then closes every connection.
 pub(crate) async fn run_tcp(
@@ -179,20 +177,8 @@ async fn handle(
         }
         DataRequest::Read { ranges, expect } => {
             frame::discard(conn, payload_len).await?;
-            let mut checked = owner::total_len(&ranges)
+            let checked = owner::total_len(&ranges)
                 .and_then(|t| owner::check_read(reg, &ranges, &expect, &mut s.regions).map(|_| t));
-            // A same-host writer sends its seals alongside its commit, so a reader told of the
-            // object by the master may arrive a moment before the seal does: give it a few
-            // milliseconds before calling the replica gone.
-            let settle = std::time::Instant::now();
-            while matches!(&checked, Err(e) if e.code() == ErrorCode::ReplicaIsGone)
-                && settle.elapsed() < SEAL_SETTLE
-            {
-                tokio::time::sleep(std::time::Duration::from_micros(500)).await;
-                checked = owner::total_len(&ranges).and_then(|t| {
-                    owner::check_read(reg, &ranges, &expect, &mut s.regions).map(|_| t)
-                });
-            }
             let total = match checked {
                 Ok(t) => t,
                 Err(e) => return Ok(Err(e)),

@@ -196,26 +196,7 @@ impl ShmTransport {
 }
 
 impl ShmTransport {
-    /// Copies `ops` through the mapping and returns `Ok(true)` with the seals left for the
-    /// caller to send; without a mapping, writes and seals over TCP and returns `Ok(false)`.
-    pub(crate) async fn write_deferring_seals(
-        &self,
-        target: &Target,
-        epoch: u64,
-        ops: &[WriteOp<'_>],
-        seals: &[Seal],
-    ) -> Result<bool> {
-        let Some(m) = self.mapping(target).await else {
-            return self
-                .tcp
-                .write(target, epoch, ops, seals)
-                .await
-                .map(|()| false);
-        };
-        Self::copy_in(&m, &self.shared, ops)?;
-        Ok(!seals.is_empty())
-    }
-
+    /// Copies `ops` through the mapping `m` (the whole batch validated first).
     fn copy_in(m: &PeerMapping, shared: &Shared, ops: &[WriteOp<'_>]) -> Result<()> {
         // Validate the whole batch before copying anything.
         for op in ops {

@@ -317,10 +317,10 @@ async fn node_client_http_endpoint() {
 }
 
 /// Calls driven from a thread of the caller's own (`on_caller_thread`, as the Python binding
-/// does) use blocking sockets to the master: puts through shared memory (seals overlapped with
-/// the commit) are read back at once by a TCP-only reader, whose owner waits for a seal still
-/// in flight rather than calling the replica gone; once the master dies, calls fail with -900
-/// within the connect deadline instead of hanging.
+/// does) use blocking sockets to the master: puts through shared memory are read back at once
+/// by a TCP-only reader (the owner's directory holds the seal, so its `expect` check passes)
+/// and through the mapping; once the master dies, calls fail with -900 promptly instead of
+/// hanging.
 #[test]
 fn caller_thread_calls_over_blocking_sockets() {
     use tidepool_client::rpc::on_caller_thread;
@@ -363,7 +363,11 @@ fn caller_thread_calls_over_blocking_sockets() {
         matches!(err.code(), ErrorCode::RpcFail | ErrorCode::RpcTimeout),
         "{err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     drop(writer);
     drop(reader);
 }
