@@ -550,12 +550,15 @@ fn unexpected(resp: MasterResponse) -> Error {
 }
 
 /// Runs futures concurrently on this task (they borrow the caller's buffers, so they cannot
-/// be spawned) and collects their outputs in order.
+/// be spawned) and collects their outputs in order. With more than one, their requests stay
+/// asynchronous even on a caller's thread, so they overlap instead of blocking in turn
+/// (`tidepool_proto::blocking`).
 async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let mut futs: Vec<Option<std::pin::Pin<Box<F>>>> =
         futs.into_iter().map(|f| Some(Box::pin(f))).collect();
     let mut outs: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
+    let fan_out = futs.len() > 1;
+    let all = std::future::poll_fn(|cx| {
         let mut done = true;
         for (slot, out) in futs.iter_mut().zip(outs.iter_mut()) {
             if let Some(f) = slot {
@@ -573,8 +576,12 @@ async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> 
         } else {
             std::task::Poll::Pending
         }
-    })
-    .await;
+    });
+    if fan_out {
+        tidepool_proto::blocking::off_caller_thread(all).await;
+    } else {
+        all.await;
+    }
     outs.into_iter().flatten().collect()
 }
 

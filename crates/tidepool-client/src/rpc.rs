@@ -21,30 +21,12 @@ use tidepool_proto::{MIN_COMPATIBLE_VERSION, PROTOCOL_VERSION};
 const ANSWER_SPIN: Duration = Duration::from_micros(200);
 /// The default of that window on a caller's thread.
 const CALLER_SPIN: Duration = Duration::from_micros(100);
-use std::cell::Cell;
 use std::io::{Read, Write};
+pub use tidepool_proto::blocking::on_caller_thread;
+use tidepool_proto::blocking::{SpinStream, is_caller_thread};
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-
-thread_local! {
-    /// Set while this thread runs a caller's call itself (see [`on_caller_thread`]).
-    static CALLER_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f` (typically `runtime.block_on(...)` from a thread that is not a runtime worker)
-/// with master calls made on this thread going over blocking sockets. Never use it on a
-/// runtime worker: a blocking call would stall every task of that worker.
-pub fn on_caller_thread<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            CALLER_THREAD.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(CALLER_THREAD.with(|c| c.replace(true)));
-    f()
-}
 
 /// A blocking connection, used only from caller threads.
 struct SyncConn {
@@ -52,72 +34,6 @@ struct SyncConn {
     wr: SpinStream,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
-}
-
-/// A non-blocking socket read and written as a blocking one: an operation that would block
-/// first polls the socket for up to `spin` (100 µs unless `TIDEPOOL_SPIN_US` says otherwise:
-/// see `tidepool_proto::wait::caller_spin_window`), yielding the core between polls, then
-/// sleeps in `poll(2)` until the socket is ready or `timeout` has passed (-901).
-struct SpinStream {
-    stream: std::net::TcpStream,
-    spin: Duration,
-    timeout: Duration,
-}
-
-impl SpinStream {
-    fn wait(&self, started: std::time::Instant, out: bool) -> std::io::Result<()> {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        use std::os::fd::AsFd;
-        if started.elapsed() < self.spin {
-            std::thread::yield_now();
-            return Ok(());
-        }
-        let left = self.timeout.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        let flags = if out {
-            PollFlags::POLLOUT
-        } else {
-            PollFlags::POLLIN
-        };
-        let mut fds = [PollFd::new(self.stream.as_fd(), flags)];
-        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-impl Read for SpinStream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let started = std::time::Instant::now();
-        loop {
-            match self.stream.read(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.wait(started, false)?
-                }
-                r => return r,
-            }
-        }
-    }
-}
-
-impl Write for SpinStream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let started = std::time::Instant::now();
-        loop {
-            match self.stream.write(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait(started, true)?,
-                r => return r,
-            }
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// One connection: the async mutex is held across the request/response round trip, which is
@@ -304,48 +220,25 @@ impl RpcPool {
 
     /// Opens a blocking connection and says `Hello` on it.
     fn connect_sync(&self) -> Result<SyncConn> {
-        use std::net::ToSocketAddrs;
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::new(
                 ErrorCode::RpcFail,
                 format!("master unreachable: addr={} error={e}", self.addr),
             )
         };
-        let mut last: Option<std::io::Error> = None;
-        let mut stream = None;
-        for a in self.addr.to_socket_addrs().map_err(|e| unreachable(&e))? {
-            match std::net::TcpStream::connect_timeout(&a, self.connect_timeout) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let stream = match (stream, last) {
-            (Some(s), _) => s,
-            (None, Some(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+        let stream = match tidepool_proto::blocking::connect(&self.addr, self.connect_timeout) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 return Err(Error::new(
                     ErrorCode::RpcFail,
                     format!("master connect timed out: addr={}", self.addr),
                 ));
             }
-            (None, Some(e)) => return Err(unreachable(&e)),
-            (None, None) => return Err(unreachable(&"no address")),
+            Err(e) => return Err(unreachable(&e)),
         };
-        let _ = stream.set_nodelay(true);
-        stream.set_nonblocking(true).map_err(|e| unreachable(&e))?;
         let spin = caller_spin_window(CALLER_SPIN, ANSWER_SPIN);
-        let wr = SpinStream {
-            stream: stream.try_clone().map_err(|e| unreachable(&e))?,
-            spin,
-            timeout: self.call_timeout,
-        };
-        let rd = SpinStream {
-            stream,
-            spin,
-            timeout: self.call_timeout,
-        };
+        let rd = SpinStream::new(stream, spin, self.call_timeout).map_err(|e| unreachable(&e))?;
+        let wr = rd.try_clone().map_err(|e| unreachable(&e))?;
         let mut conn = SyncConn {
             rd: std::io::BufReader::with_capacity(64 << 10, rd),
             wr,
@@ -463,7 +356,7 @@ impl RpcPool {
     }
 
     async fn call_inner(&self, req: MasterRequest) -> Result<MasterResponse> {
-        if CALLER_THREAD.with(|c| c.get()) {
+        if is_caller_thread() {
             return self.call_sync(&req);
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();

@@ -253,6 +253,26 @@ pub async fn read_frame<R: AsyncRead + Unpin, M: DeserializeOwned>(
     Ok((hdr, msg))
 }
 
+/// [`read_frame`] on a blocking reader (see [`crate::blocking`]).
+pub fn read_frame_sync<R: std::io::Read, M: DeserializeOwned>(
+    r: &mut R,
+    scratch: &mut Vec<u8>,
+) -> Result<(FrameHeader, Result<M, FrameError>), FrameError> {
+    let mut hb = [0u8; HEADER_LEN];
+    match r.read_exact(&mut hb[..1]) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(FrameError::Io(e)),
+    }
+    r.read_exact(&mut hb[1..])?;
+    let hdr = FrameHeader::decode(&hb)?;
+    scratch.clear();
+    scratch.resize(hdr.meta_len as usize, 0);
+    r.read_exact(scratch)?;
+    let msg = postcard::from_bytes(scratch).map_err(FrameError::Decode);
+    Ok((hdr, msg))
+}
+
 /// Decodes a frame's message from its meta bytes (for callers that read frames themselves).
 pub fn decode_message<M: DeserializeOwned>(meta: &[u8]) -> Result<M, FrameError> {
     postcard::from_bytes(meta).map_err(FrameError::Decode)

@@ -9,12 +9,14 @@
 //! - [`thin`]: thin client <-> real client (`tidepool node`) messages of standalone mode.
 //! - [`types`]: descriptors shared by both (replicas, segments, replicate config).
 //! - [`wait`]: waiting for the next frame with a bounded busy-poll (small-op latency).
+//! - [`blocking`]: blocking sockets for calls a caller drives from its own thread.
 //!
 //! # Versioning (W19)
 //! Every frame carries [`PROTOCOL_VERSION`]. A peer accepts frames whose version lies in
 //! [`MIN_COMPATIBLE_VERSION`, `PROTOCOL_VERSION`]; the master's `Hello` answer names both sides'
 //! ranges, so a mismatch is reported once at setup as -300 instead of failing every call.
 
+pub mod blocking;
 pub mod data;
 pub mod frame;
 pub mod master;

@@ -23,9 +23,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tidepool_common::{Error, ErrorCode, ObjectId, Result};
+use tidepool_proto::blocking::{self, SpinStream};
 use tidepool_proto::data::{DataRequest, DataResponse, Range, Seal};
 use tidepool_proto::frame::{self, FrameError, FrameKind};
-use tidepool_proto::wait::{spin_ready, spin_window};
+use tidepool_proto::wait::{caller_spin_window, spin_ready, spin_window};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -36,6 +37,11 @@ const INLINE_PAYLOAD: usize = 64 << 10;
 const ANSWER_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
 /// Smallest chunk of a split transfer; transfers below twice this ride one lane.
 const SPLIT_MIN: u64 = 1 << 20;
+/// The default polling window of a caller thread's blocking lane (`caller_spin_window`).
+const CALLER_SPIN: std::time::Duration = std::time::Duration::from_micros(100);
+/// Largest transfer a caller thread makes over a blocking lane: larger ones take the runtime's
+/// lanes, whose sockets get the configured buffer sizes.
+const SYNC_MAX: u64 = 1 << 20;
 
 /// Pooled TCP connections to every peer this engine talks to.
 pub(crate) struct TcpTransport {
@@ -79,6 +85,8 @@ struct Pool {
     permits: Arc<Semaphore>,
     /// Set by `forget_peer`/shutdown: lanes in use are closed instead of returned.
     closed: AtomicBool,
+    /// Idle blocking lanes of caller threads, at most `lanes` kept.
+    sync_idle: Mutex<Vec<SyncLane>>,
     shared: Arc<Shared>,
 }
 
@@ -209,6 +217,77 @@ impl Pool {
     fn drop_idle(&self) {
         let lanes = std::mem::take(&mut *self.idle.lock());
         drop(lanes);
+        let lanes = std::mem::take(&mut *self.sync_idle.lock());
+        drop(lanes);
+    }
+
+    /// Opens a blocking lane (caller threads only).
+    fn connect_sync(&self) -> Result<SyncLane> {
+        let cfg = &self.shared.cfg;
+        let fail = |e: std::io::Error| {
+            let what = if e.kind() == std::io::ErrorKind::TimedOut {
+                format!(
+                    "connect timed out: timeout_ms={}",
+                    cfg.connect_timeout.as_millis()
+                )
+            } else {
+                format!("connect failed: {e}")
+            };
+            Error::new(
+                ErrorCode::TransferFail,
+                format!("{what} endpoint={}", self.endpoint),
+            )
+        };
+        let stream = match self.addr {
+            Some(a) => std::net::TcpStream::connect_timeout(&a, cfg.connect_timeout),
+            None => blocking::connect(&self.endpoint, cfg.connect_timeout),
+        }
+        .map_err(fail)?;
+        let spin = caller_spin_window(CALLER_SPIN, ANSWER_SPIN);
+        let rd = SpinStream::new(stream, spin, cfg.io_timeout).map_err(fail)?;
+        let wr = rd.try_clone().map_err(fail)?;
+        add(&self.shared.stats.open_connections, 1);
+        add(&self.shared.stats.connections_opened, 1);
+        Ok(SyncLane {
+            rd: std::io::BufReader::with_capacity(READ_BUF, rd),
+            wr,
+            scratch: Vec::with_capacity(1024),
+            ranges: Vec::new(),
+            expect: Vec::new(),
+            next_id: 1,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Runs `job` on a blocking lane of this caller thread's own; each socket operation
+    /// gives up after the I/O timeout.
+    fn run_sync(&self, job: Job<'_, '_>) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorCode::TransferFail,
+                format!("peer forgotten: endpoint={}", self.endpoint),
+            ));
+        }
+        let idle = self.sync_idle.lock().pop();
+        let mut lane = match idle {
+            Some(l) => l,
+            None => self.connect_sync()?,
+        };
+        let (r, reusable) = match lane.exec(&self.endpoint, job) {
+            Ok(()) => (Ok(()), true),
+            Err(LaneError::Refused(e)) => (Err(e), true),
+            Err(LaneError::Broken(e)) => (Err(e), false),
+        };
+        if reusable {
+            let mut idle = self.sync_idle.lock();
+            if !self.closed.load(Ordering::Acquire) && idle.len() < self.shared.cfg.lanes.max(1) {
+                idle.push(lane);
+            }
+        } else {
+            drop(lane);
+            self.drop_idle();
+        }
+        r
     }
 
     /// Runs `job` on a lane within the I/O timeout.
@@ -253,39 +332,111 @@ impl Pool {
     }
 }
 
+/// Encodes `job`'s request frame into `scratch` (cleared first) and returns how many payload
+/// bytes follow it (a write's data).
+fn encode_job(
+    scratch: &mut Vec<u8>,
+    ranges: &mut Vec<Range>,
+    expect: &mut Vec<Option<ObjectId>>,
+    id: u64,
+    job: &Job<'_, '_>,
+) -> Result<u64, LaneError> {
+    scratch.clear();
+    ranges.clear();
+    expect.clear();
+    let too_large =
+        |e: FrameError| LaneError::Refused(Error::invalid(format!("request too large: {e}")));
+    match job {
+        Job::Write { epoch, ops, seals } => {
+            let mut total = 0u64;
+            for op in ops.iter() {
+                ranges.push(Range {
+                    addr: op.remote_addr,
+                    len: op.src.len() as u64,
+                });
+                total += op.src.len() as u64;
+            }
+            let req = WireRequest::Write {
+                epoch: *epoch,
+                ranges,
+                seals,
+            };
+            frame::encode_frame(scratch, FrameKind::Request, id, &req, total).map_err(too_large)?;
+            Ok(total)
+        }
+        Job::Read { ops } => {
+            let mut any_expect = false;
+            for op in ops.iter() {
+                ranges.push(Range {
+                    addr: op.remote_addr,
+                    len: op.dst.len() as u64,
+                });
+                expect.push(op.expect);
+                any_expect |= op.expect.is_some();
+            }
+            let expect: &[Option<ObjectId>] = if any_expect { expect } else { &[] };
+            let req = WireRequest::Read { ranges, expect };
+            frame::encode_frame(scratch, FrameKind::Request, id, &req, 0).map_err(too_large)?;
+            Ok(0)
+        }
+        Job::Seal { epoch, seals } => {
+            let req = WireRequest::Seal {
+                epoch: *epoch,
+                seals,
+            };
+            frame::encode_frame(scratch, FrameKind::Request, id, &req, 0).map_err(too_large)?;
+            Ok(0)
+        }
+        Job::Ping => {
+            frame::encode_frame(scratch, FrameKind::Request, id, &DataRequest::Ping, 0)
+                .map_err(too_large)?;
+            Ok(0)
+        }
+    }
+}
+
+/// Checks a response frame to request `id`; owner refusals come back as `Refused`.
+fn check_response(
+    endpoint: &str,
+    id: u64,
+    read: Result<(frame::FrameHeader, Result<DataResponse, FrameError>), FrameError>,
+) -> Result<(DataResponse, u64), LaneError> {
+    let (hdr, msg) = read.map_err(|e| broken(endpoint, "receive", e))?;
+    if hdr.kind != FrameKind::Response || hdr.request_id != id {
+        return Err(broken(
+            endpoint,
+            "protocol",
+            format!(
+                "unexpected frame: kind={:?} id={} want={id}",
+                hdr.kind, hdr.request_id
+            ),
+        ));
+    }
+    let msg = msg.map_err(|e| broken(endpoint, "protocol", e))?;
+    if let DataResponse::Error { code, message } = msg {
+        if hdr.payload_len != 0 {
+            return Err(broken(endpoint, "protocol", "error response with payload"));
+        }
+        return Err(LaneError::Refused(Error::new(code, message)));
+    }
+    Ok((msg, hdr.payload_len))
+}
+
 impl Lane {
     async fn exec(&mut self, endpoint: &str, job: Job<'_, '_>) -> Result<(), LaneError> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        self.scratch.clear();
+        let total = encode_job(
+            &mut self.scratch,
+            &mut self.ranges,
+            &mut self.expect,
+            id,
+            &job,
+        )?;
         match job {
-            Job::Write { epoch, ops, seals } => {
-                self.ranges.clear();
-                let mut total = 0usize;
-                for op in ops {
-                    self.ranges.push(Range {
-                        addr: op.remote_addr,
-                        len: op.src.len() as u64,
-                    });
-                    total += op.src.len();
-                }
-                let req = WireRequest::Write {
-                    epoch,
-                    ranges: &self.ranges,
-                    seals,
-                };
-                frame::encode_frame(
-                    &mut self.scratch,
-                    FrameKind::Request,
-                    id,
-                    &req,
-                    total as u64,
-                )
-                .map_err(|e| {
-                    LaneError::Refused(Error::invalid(format!("request too large: {e}")))
-                })?;
+            Job::Write { ops, .. } => {
                 let w = self.conn.get_mut();
-                if total <= INLINE_PAYLOAD {
+                if total as usize <= INLINE_PAYLOAD {
                     for op in ops {
                         self.scratch.extend_from_slice(op.src);
                     }
@@ -305,34 +456,10 @@ impl Lane {
                 self.expect_ok(endpoint, id).await
             }
             Job::Read { ops } => {
-                self.ranges.clear();
-                self.expect.clear();
-                let mut total = 0u64;
-                let mut any_expect = false;
-                for op in ops.iter() {
-                    self.ranges.push(Range {
-                        addr: op.remote_addr,
-                        len: op.dst.len() as u64,
-                    });
-                    self.expect.push(op.expect);
-                    any_expect |= op.expect.is_some();
-                    total += op.dst.len() as u64;
-                }
-                let expect: &[Option<ObjectId>] = if any_expect { &self.expect } else { &[] };
-                let req = WireRequest::Read {
-                    ranges: &self.ranges,
-                    expect,
-                };
-                frame::encode_frame(&mut self.scratch, FrameKind::Request, id, &req, 0).map_err(
-                    |e| LaneError::Refused(Error::invalid(format!("request too large: {e}"))),
-                )?;
-                self.conn
-                    .get_mut()
-                    .write_all(&self.scratch)
-                    .await
-                    .map_err(|e| broken(endpoint, "send", e))?;
+                let want: u64 = ops.iter().map(|o| o.dst.len() as u64).sum();
+                self.send_scratch(endpoint).await?;
                 match self.response(endpoint, id).await? {
-                    (DataResponse::Data, len) if len == total => {
+                    (DataResponse::Data, len) if len == want => {
                         for op in ops.iter_mut() {
                             self.conn
                                 .read_exact(op.dst)
@@ -344,23 +471,7 @@ impl Lane {
                     (other, len) => Err(unexpected(endpoint, other, len)),
                 }
             }
-            Job::Seal { epoch, seals } => {
-                let req = WireRequest::Seal { epoch, seals };
-                frame::encode_frame(&mut self.scratch, FrameKind::Request, id, &req, 0).map_err(
-                    |e| LaneError::Refused(Error::invalid(format!("request too large: {e}"))),
-                )?;
-                self.send_scratch(endpoint).await?;
-                self.expect_ok(endpoint, id).await
-            }
-            Job::Ping => {
-                frame::encode_frame(
-                    &mut self.scratch,
-                    FrameKind::Request,
-                    id,
-                    &DataRequest::Ping,
-                    0,
-                )
-                .map_err(|e| LaneError::Refused(Error::internal(e.to_string())))?;
+            Job::Seal { .. } | Job::Ping => {
                 self.send_scratch(endpoint).await?;
                 self.expect_ok(endpoint, id).await
             }
@@ -387,31 +498,92 @@ impl Lane {
                 .await
                 .map_err(|e| broken(endpoint, "receive", e))?;
         }
-        let (hdr, msg) = frame::read_frame::<_, DataResponse>(&mut self.conn, &mut self.scratch)
-            .await
-            .map_err(|e: FrameError| broken(endpoint, "receive", e))?;
-        if hdr.kind != FrameKind::Response || hdr.request_id != id {
-            return Err(broken(
-                endpoint,
-                "protocol",
-                format!(
-                    "unexpected frame: kind={:?} id={} want={id}",
-                    hdr.kind, hdr.request_id
-                ),
-            ));
-        }
-        let msg = msg.map_err(|e| broken(endpoint, "protocol", e))?;
-        if let DataResponse::Error { code, message } = msg {
-            if hdr.payload_len != 0 {
-                return Err(broken(endpoint, "protocol", "error response with payload"));
-            }
-            return Err(LaneError::Refused(Error::new(code, message)));
-        }
-        Ok((msg, hdr.payload_len))
+        let read = frame::read_frame::<_, DataResponse>(&mut self.conn, &mut self.scratch).await;
+        check_response(endpoint, id, read)
     }
 
     async fn expect_ok(&mut self, endpoint: &str, id: u64) -> Result<(), LaneError> {
         match self.response(endpoint, id).await? {
+            (DataResponse::Ok, 0) => Ok(()),
+            (other, len) => Err(unexpected(endpoint, other, len)),
+        }
+    }
+}
+
+/// A blocking connection, used only by caller threads (`tidepool_proto::blocking`) for
+/// requests that ride one lane anyway: seals, and transfers below the split size.
+struct SyncLane {
+    rd: std::io::BufReader<SpinStream>,
+    wr: SpinStream,
+    scratch: Vec<u8>,
+    ranges: Vec<Range>,
+    expect: Vec<Option<ObjectId>>,
+    next_id: u64,
+    shared: Arc<Shared>,
+}
+
+impl Drop for SyncLane {
+    fn drop(&mut self) {
+        sub(&self.shared.stats.open_connections, 1);
+    }
+}
+
+impl SyncLane {
+    fn exec(&mut self, endpoint: &str, job: Job<'_, '_>) -> Result<(), LaneError> {
+        use std::io::{Read, Write};
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let total = encode_job(
+            &mut self.scratch,
+            &mut self.ranges,
+            &mut self.expect,
+            id,
+            &job,
+        )?;
+        let send = |e| broken(endpoint, "send", e);
+        let receive = |e| broken(endpoint, "receive", e);
+        match job {
+            Job::Write { ops, .. } => {
+                if total as usize <= INLINE_PAYLOAD {
+                    for op in ops {
+                        self.scratch.extend_from_slice(op.src);
+                    }
+                    self.wr.write_all(&self.scratch).map_err(send)?;
+                } else {
+                    self.wr.write_all(&self.scratch).map_err(send)?;
+                    for op in ops {
+                        self.wr.write_all(op.src).map_err(send)?;
+                    }
+                }
+                self.expect_ok(endpoint, id)
+            }
+            Job::Read { ops } => {
+                let want: u64 = ops.iter().map(|o| o.dst.len() as u64).sum();
+                self.wr.write_all(&self.scratch).map_err(send)?;
+                match self.response(endpoint, id)? {
+                    (DataResponse::Data, len) if len == want => {
+                        for op in ops.iter_mut() {
+                            self.rd.read_exact(op.dst).map_err(receive)?;
+                        }
+                        Ok(())
+                    }
+                    (other, len) => Err(unexpected(endpoint, other, len)),
+                }
+            }
+            Job::Seal { .. } | Job::Ping => {
+                self.wr.write_all(&self.scratch).map_err(send)?;
+                self.expect_ok(endpoint, id)
+            }
+        }
+    }
+
+    fn response(&mut self, endpoint: &str, id: u64) -> Result<(DataResponse, u64), LaneError> {
+        let read = frame::read_frame_sync::<_, DataResponse>(&mut self.rd, &mut self.scratch);
+        check_response(endpoint, id, read)
+    }
+
+    fn expect_ok(&mut self, endpoint: &str, id: u64) -> Result<(), LaneError> {
+        match self.response(endpoint, id)? {
             (DataResponse::Ok, 0) => Ok(()),
             (other, len) => Err(unexpected(endpoint, other, len)),
         }
@@ -510,6 +682,7 @@ impl TcpTransport {
             idle: Mutex::new(Vec::with_capacity(lanes)),
             permits: Arc::new(Semaphore::new(lanes)),
             closed: AtomicBool::new(false),
+            sync_idle: Mutex::new(Vec::new()),
             shared: self.shared.clone(),
         });
         pools.insert(endpoint.to_string(), p.clone());
@@ -524,9 +697,11 @@ impl TcpTransport {
 
     /// Records `seals` on the owner (bytes were written by another path).
     pub(crate) async fn seal(&self, target: &Target, epoch: u64, seals: &[Seal]) -> Result<()> {
-        self.pool(&target.endpoint)
-            .run(Job::Seal { epoch, seals })
-            .await
+        let pool = self.pool(&target.endpoint);
+        if blocking::is_caller_thread() {
+            return pool.run_sync(Job::Seal { epoch, seals });
+        }
+        pool.run(Job::Seal { epoch, seals }).await
     }
 
     /// Liveness probe.
@@ -565,7 +740,9 @@ impl Transport for TcpTransport {
         let pool = self.pool(&target.endpoint);
         let total: u64 = ops.iter().map(|o| o.src.len() as u64).sum();
         let n = self.split_count(total);
-        if n <= 1 {
+        if n <= 1 && total <= SYNC_MAX && blocking::is_caller_thread() {
+            pool.run_sync(Job::Write { epoch, ops, seals })?;
+        } else if n <= 1 {
             pool.run(Job::Write { epoch, ops, seals }).await?;
         } else {
             let chunks = split_writes(ops, n, total);
@@ -593,7 +770,9 @@ impl Transport for TcpTransport {
         let pool = self.pool(&target.endpoint);
         let total: u64 = ops.iter().map(|o| o.dst.len() as u64).sum();
         let n = self.split_count(total);
-        if n <= 1 {
+        if n <= 1 && total <= SYNC_MAX && blocking::is_caller_thread() {
+            pool.run_sync(Job::Read { ops })?;
+        } else if n <= 1 {
             pool.run(Job::Read { ops }).await?;
         } else {
             let mut chunks = split_reads(ops, n, total);

@@ -317,16 +317,18 @@ async fn node_client_http_endpoint() {
 }
 
 /// Calls driven from a thread of the caller's own (`on_caller_thread`, as the Python binding
-/// does) use blocking sockets to the master: puts through shared memory are read back at once
-/// by a TCP-only reader (the owner's directory holds the seal, so its `expect` check passes)
-/// and through the mapping; once the master dies, calls fail with -900 promptly instead of
-/// hanging.
+/// does) use blocking sockets to the master and, for seals and transfers up to 1 MiB, to the
+/// owner: puts through shared memory (sealed over a blocking lane) are read back at once by a
+/// TCP-only reader (the owner's directory holds the seal, so its `expect` check passes) and
+/// through the mapping; the TCP client's own puts, small (blocking lane) and split over the
+/// runtime's lanes, read back on both paths; once the owner dies, a put fails promptly with
+/// -800, and once the master dies, calls fail with -900, instead of hanging.
 #[test]
 fn caller_thread_calls_over_blocking_sockets() {
     use tidepool_client::rpc::on_caller_thread;
     let mut m = master(&["--default_kv_lease_ttl=300"]);
     let rpc = m.field("rpc");
-    let _n = node(&rpc, "64MB");
+    let mut n = node(&rpc, "64MB");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -352,9 +354,31 @@ fn caller_thread_calls_over_blocking_sockets() {
                 assert_eq!(reader.get(&key).await.expect("tcp read"), value, "{key}");
                 assert_eq!(writer.get(&key).await.expect("shm read"), value, "{key}");
             }
+            for (i, len) in [4096usize, 1 << 20, (3 << 20) + 17].into_iter().enumerate() {
+                let key = format!("tcp-{i}");
+                let value = pattern(i as u8 + 100, len);
+                reader
+                    .put(&key, &value, &ReplicateConfig::default())
+                    .await
+                    .expect("tcp put on a caller thread");
+                assert_eq!(reader.get(&key).await.expect("tcp read"), value, "{key}");
+                assert_eq!(writer.get(&key).await.expect("shm read"), value, "{key}");
+            }
             assert_eq!(writer.batch_exist(&["ct-0", "ct-none"]).await, vec![1, 0]);
         })
     });
+    n.kill9();
+    let started = std::time::Instant::now();
+    let r = on_caller_thread(|| {
+        rt.block_on(reader.put("after-owner", &[7u8; 4096], &ReplicateConfig::default()))
+    });
+    let err = r.expect_err("the owner is gone");
+    assert_eq!(err.code(), ErrorCode::TransferFail, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     m.kill9();
     let started = std::time::Instant::now();
     let r = on_caller_thread(|| rt.block_on(writer.get("ct-1")));
