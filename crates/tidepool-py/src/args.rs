@@ -4,6 +4,7 @@
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyInt};
 
 /// A size or address: a Python `int` in `[0, 2**64)`; anything else is a `TypeError` (§1.2).
@@ -40,8 +41,12 @@ pub(crate) fn u64_lists(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<Vec<
 }
 
 /// A list of keys; a bare `str` is refused (it would iterate by character).
-pub(crate) fn key_list(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
-    obj.extract::<Vec<String>>()
+///
+/// The keys stay Python's (`PyBackedStr` borrows each `str`'s UTF-8 buffer and holds a
+/// reference to it), so a batch call copies no key before encoding its request: with 64 keys,
+/// one allocation and free per key showed up in a `batch_is_exist` profile.
+pub(crate) fn key_list(obj: &Bound<'_, PyAny>) -> PyResult<Vec<PyBackedStr>> {
+    obj.extract::<Vec<PyBackedStr>>()
         .map_err(|_| PyTypeError::new_err("keys must be a list of str"))
 }
 

@@ -530,7 +530,7 @@ impl Store {
         let items: Vec<(&str, &[&[u8]])> = idx
             .iter()
             .zip(&parts)
-            .map(|(&i, p)| (keys[i].as_str(), &p[..]))
+            .map(|(&i, p)| (&*keys[i], &p[..]))
             .collect();
         if items.is_empty() {
             return Ok(out);
@@ -566,7 +566,7 @@ impl Store {
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         let keys = key_list(keys)?;
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let refs: Vec<&str> = keys.iter().map(|k| &**k).collect();
         Ok(self.get_many(py, &refs))
     }
 
@@ -596,7 +596,7 @@ impl Store {
         }
         let cap = live.local.cap;
         let client = &live.client;
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let refs: Vec<&str> = keys.iter().map(|k| &**k).collect();
         let got =
             block(py, async move { client.batch_get_owned(&refs, cap).await }).unwrap_or_default();
         let mut out: Vec<Option<BufferHandle>> = Vec::with_capacity(keys.len());
@@ -670,7 +670,7 @@ impl Store {
             // SAFETY: the caller owns `sizes[i]` writable bytes at `ptrs[i]` for the call and
             // passes distinct buffers per key (§1.4); null was skipped.
             bufs.push(unsafe { raw_slice_mut(ptrs[i], sizes[i]) });
-            refs.push(keys[i].as_str());
+            refs.push(&*keys[i]);
             idx.push(i);
         }
         if refs.is_empty() {
@@ -734,7 +734,7 @@ impl Store {
                 .map(|(&a, &l)| unsafe { raw_slice_mut(a, l) })
                 .collect();
             pieces.push(list);
-            refs.push(keys[i].as_str());
+            refs.push(&*keys[i]);
             idx.push(i);
         }
         if refs.is_empty() {
@@ -777,7 +777,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let n = keys.len();
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let refs: Vec<&str> = keys.iter().map(|k| &**k).collect();
         let client = &live.client;
         Ok(block(py, async move { client.batch_exist(&refs).await })
             .unwrap_or_else(|| vec![INVALID; n]))
@@ -798,7 +798,7 @@ impl Store {
     }
 
     fn get_replica_desc(&self, py: Python<'_>, key: &str) -> Vec<ReplicaDescriptor> {
-        self.replica_descs(py, vec![key.to_string()])
+        self.replica_descs(py, &[key])
             .pop()
             .flatten()
             .unwrap_or_default()
@@ -811,8 +811,9 @@ impl Store {
     ) -> PyResult<Bound<'py, PyDict>> {
         let keys = key_list(keys)?;
         let out = PyDict::new(py);
-        let descs = self.replica_descs(py, keys.clone());
-        for (k, d) in keys.into_iter().zip(descs) {
+        let refs: Vec<&str> = keys.iter().map(|k| &**k).collect();
+        let descs = self.replica_descs(py, &refs);
+        for (k, d) in refs.into_iter().zip(descs) {
             if let Some(list) = d {
                 out.set_item(k, PyList::new(py, list)?)?;
             }
@@ -897,7 +898,7 @@ impl Store {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let refs: Vec<&str> = keys.iter().map(|k| &**k).collect();
         let client = &live.client;
         Ok(
             block(py, async move { client.batch_remove(&refs, force).await })
@@ -1051,7 +1052,7 @@ impl Store {
         let items: Vec<(&str, &[&[u8]])> = keys
             .iter()
             .zip(&slices)
-            .map(|(k, s)| (k.as_str(), &s[..]))
+            .map(|(k, s)| (&**k, &s[..]))
             .collect();
         let client = &live.client;
         Ok(block(py, async move {
@@ -1139,7 +1140,7 @@ impl Store {
         let items: Vec<(&str, &[&[u8]])> = keys
             .iter()
             .zip(&parts)
-            .map(|(k, p)| (k.as_str(), &p[..]))
+            .map(|(k, p)| (&**k, &p[..]))
             .collect();
         let client = &live.client;
         Ok(block(py, async move {
@@ -1244,11 +1245,7 @@ impl Store {
     }
 
     /// Replica descriptors per key (`None` for keys that failed); grants leases.
-    fn replica_descs(
-        &self,
-        py: Python<'_>,
-        keys: Vec<String>,
-    ) -> Vec<Option<Vec<ReplicaDescriptor>>> {
+    fn replica_descs(&self, py: Python<'_>, keys: &[&str]) -> Vec<Option<Vec<ReplicaDescriptor>>> {
         let n = keys.len();
         let Some(live) = self.live() else {
             return vec![None; n];
@@ -1258,8 +1255,7 @@ impl Store {
         }
         let client = &live.client;
         let r = block(py, async move {
-            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-            let views = client.lookup(&refs).await;
+            let views = client.lookup(keys).await;
             let mut ids: Vec<tidepool_common::SegmentId> = views
                 .iter()
                 .flatten()
