@@ -17,10 +17,75 @@ use tidepool_transfer::WriteOp;
 const IN_FLIGHT_POLL: Duration = Duration::from_micros(500);
 /// Give up waiting for another writer after this long (the master's take-over age is 30 s).
 const IN_FLIGHT_MAX_WAIT: Duration = Duration::from_secs(35);
+/// Batches of at least twice this many objects are cut into chunks of about this size that run
+/// concurrently, so one chunk's reservation, copy, seal and commit overlap another's: a batch
+/// is otherwise a strict sequence in which the master, the owners and this client take turns.
+const PIPELINE_CHUNK: usize = 256;
+/// At most this many chunks of one batch are in flight at once.
+const PIPELINE_DEPTH: usize = 4;
 
 /// Seal flag bits recorded in the owner's directory (contract §8).
 const SEAL_SOFT_PIN: u8 = 1;
 const SEAL_HARD_PIN: u8 = 2;
+
+/// The order in which the chunks of one pipelined batch commit: last chunk first, so the
+/// master ranks the batch's first keys warmest exactly as it does for an unsplit batch (it
+/// commits a batch's items last to first; see `tidepool-master`'s `put_end`). A chunk whose
+/// turn has not come waits before its commit only; reservations, copies and seals overlap.
+struct CommitOrder {
+    /// Finished chunks, and the highest chunk not finished yet (`None`: all done).
+    state: parking_lot::Mutex<(Vec<bool>, Option<usize>)>,
+    changed: tokio::sync::Notify,
+}
+
+impl CommitOrder {
+    fn new(chunks: usize) -> Self {
+        Self {
+            state: parking_lot::Mutex::new((vec![false; chunks], chunks.checked_sub(1))),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Resolves once every chunk after `chunk` has committed or given up.
+    async fn wait(&self, chunk: usize) {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if self.state.lock().1.is_none_or(|next| next <= chunk) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Marks `chunk` finished (committed, or nothing left to commit).
+    fn finish(&self, chunk: usize) {
+        let mut st = self.state.lock();
+        let (done, next) = &mut *st;
+        done[chunk] = true;
+        while let Some(n) = *next
+            && done[n]
+        {
+            *next = n.checked_sub(1);
+        }
+        drop(st);
+        self.changed.notify_waiters();
+    }
+}
+
+/// A chunk's place in its batch's [`CommitOrder`]; finishes the chunk when dropped, whichever
+/// way its put ends (a chunk with nothing to commit must not hold the others up).
+struct Turn<'a> {
+    order: &'a CommitOrder,
+    chunk: usize,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.order.finish(self.chunk);
+    }
+}
 
 /// One object the master allocated for this batch.
 struct Allocated {
@@ -107,7 +172,22 @@ impl Client {
         replace: bool,
     ) -> Vec<Result<()>> {
         let t = Instant::now();
-        let results = self.put_parts_batch_inner(items, cfg, replace).await;
+        let results = if items.len() >= 2 * PIPELINE_CHUNK {
+            let per = items
+                .len()
+                .div_ceil(items.len().div_ceil(PIPELINE_CHUNK).min(PIPELINE_DEPTH));
+            let order = CommitOrder::new(items.len().div_ceil(per));
+            let chunks = items.chunks(per).enumerate().map(|(k, c)| {
+                let turn = Some(Turn {
+                    order: &order,
+                    chunk: k,
+                });
+                self.put_parts_batch_inner(c, cfg, replace, turn)
+            });
+            join_all(chunks).await.into_iter().flatten().collect()
+        } else {
+            self.put_parts_batch_inner(items, cfg, replace, None).await
+        };
         let bytes: u64 = items
             .iter()
             .zip(&results)
@@ -128,6 +208,7 @@ impl Client {
         items: &[(&str, &[&[u8]])],
         cfg: &ReplicateConfig,
         replace: bool,
+        mut turn: Option<Turn<'_>>,
     ) -> Vec<Result<()>> {
         let mut results: Vec<Option<Result<()>>> = vec![None; items.len()];
         let mut pending: Vec<usize> = Vec::with_capacity(items.len());
@@ -195,12 +276,15 @@ impl Client {
             }
             if !allocated.is_empty() {
                 for (i, r) in self
-                    .write_allocated(items, &allocated, seal_flags(cfg))
+                    .write_allocated(items, &allocated, seal_flags(cfg), turn.take())
                     .await
                 {
                     results[i] = Some(r);
                 }
             }
+            // Our turn ends with the first round: a key we retry may be another chunk's, which
+            // commits only after this chunk finishes.
+            drop(turn.take());
             if retry.is_empty() {
                 break;
             }
@@ -230,6 +314,7 @@ impl Client {
         items: &[(&str, &[&[u8]])],
         allocs: &[Allocated],
         flags: u8,
+        turn: Option<Turn<'_>>,
     ) -> Vec<(usize, Result<()>)> {
         let mut by_seg: HashMap<SegmentId, SegmentBatch<'_>> = HashMap::new();
         for (n, a) in allocs.iter().enumerate() {
@@ -303,6 +388,9 @@ impl Client {
             // Best effort: if the master is unreachable, our liveness revokes them (W1).
             let _ = self.inner.rpc.call(MasterRequest::PutRevoke(revokes)).await;
         }
+        if let Some(t) = &turn {
+            t.order.wait(t.chunk).await;
+        }
         if !ends.is_empty() {
             match self
                 .inner
@@ -328,6 +416,40 @@ impl Client {
                 }
             }
         }
+        drop(turn);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CommitOrder;
+    use std::sync::Arc;
+
+    /// Chunks commit last to first whatever order they get ready in, and a chunk that gives up
+    /// without committing holds nobody up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunks_commit_last_to_first() {
+        let order = Arc::new(CommitOrder::new(4));
+        let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // Ready in the order 0, 2, 3; chunk 1 has nothing to commit.
+        for (k, delay_ms) in [(0usize, 0u64), (2, 10), (3, 30)] {
+            let (order, log) = (order.clone(), log.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                order.wait(k).await;
+                log.lock().push(k);
+                order.finish(k);
+            }));
+        }
+        order.finish(1);
+        for t in tasks {
+            tokio::time::timeout(std::time::Duration::from_secs(5), t)
+                .await
+                .expect("no chunk waits forever")
+                .unwrap();
+        }
+        assert_eq!(*log.lock(), vec![3, 2, 0]);
     }
 }

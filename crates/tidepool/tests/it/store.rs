@@ -255,6 +255,48 @@ async fn proactive_eviction_within_a_second() {
     c.close().await.unwrap();
 }
 
+/// A batch large enough to be cut into concurrent chunks answers per item in order: a key
+/// given twice (in two chunks) is stored once, with one of the two values, and both report
+/// success; an empty key fails alone; every object reads back byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batch_put_in_chunks() {
+    let m = master(&[]);
+    let rpc = m.field("rpc");
+    let _n = node(&rpc, "64MB");
+    let c = client(&rpc).await;
+    let mut keys: Vec<String> = (0..1100).map(|i| format!("big-{i}")).collect();
+    keys[1000] = keys[10].clone();
+    keys[500] = String::new();
+    let values: Vec<Vec<u8>> = (0..1100).map(|i| pattern(i as u8, 1000 + i % 7)).collect();
+    let parts: Vec<[&[u8]; 1]> = values.iter().map(|v| [&v[..]]).collect();
+    let items: Vec<(&str, &[&[u8]])> = keys
+        .iter()
+        .zip(&parts)
+        .map(|(k, p)| (k.as_str(), &p[..]))
+        .collect();
+    let results = c.put_parts_batch(&items, &ReplicateConfig::default()).await;
+    assert_eq!(results.len(), 1100);
+    for (i, r) in results.iter().enumerate() {
+        if i == 500 {
+            assert_eq!(r.as_ref().unwrap_err().code(), ErrorCode::InvalidParams);
+        } else {
+            assert!(r.is_ok(), "item {i}: {r:?}");
+        }
+    }
+    for (i, k) in keys.iter().enumerate() {
+        if i == 500 || i == 1000 || i == 10 {
+            continue;
+        }
+        assert!(c.get(k).await.unwrap() == values[i], "{k}: wrong bytes");
+    }
+    let twice = c.get(&keys[10]).await.unwrap();
+    assert!(
+        twice == values[10] || twice == values[1000],
+        "the duplicated key holds one of its two values"
+    );
+    c.close().await.unwrap();
+}
+
 /// W12: a put acknowledged to one client is immediately readable, byte for byte, by another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_then_immediate_get_from_another_client() {
