@@ -67,25 +67,46 @@ impl<F: Future> Future for OffCallerThread<F> {
     }
 }
 
+/// A stream socket a [`SpinStream`] can drive: TCP, or a Unix socket to a same-host peer.
+pub trait Socket: Read + Write + std::os::fd::AsFd + Sized {
+    /// `set_nonblocking` of the std socket.
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()>;
+    /// `try_clone` of the std socket.
+    fn try_clone(&self) -> std::io::Result<Self>;
+}
+
+impl Socket for std::net::TcpStream {
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        std::net::TcpStream::set_nonblocking(self, on)
+    }
+    fn try_clone(&self) -> std::io::Result<Self> {
+        std::net::TcpStream::try_clone(self)
+    }
+}
+
+impl Socket for std::os::unix::net::UnixStream {
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        std::os::unix::net::UnixStream::set_nonblocking(self, on)
+    }
+    fn try_clone(&self) -> std::io::Result<Self> {
+        std::os::unix::net::UnixStream::try_clone(self)
+    }
+}
+
 /// A non-blocking socket read and written as a blocking one: an operation that would block
 /// first polls the socket for up to `spin` (see `crate::wait::caller_spin_window`), yielding
 /// the core between polls, then sleeps in `poll(2)` until the socket is ready or `timeout` has
 /// passed (`ErrorKind::TimedOut`).
-pub struct SpinStream {
-    stream: std::net::TcpStream,
+pub struct SpinStream<S: Socket = std::net::TcpStream> {
+    stream: S,
     spin: Duration,
     timeout: Duration,
 }
 
-impl SpinStream {
-    /// Wraps a connected stream (switched to non-blocking mode, `TCP_NODELAY` set).
-    pub fn new(
-        stream: std::net::TcpStream,
-        spin: Duration,
-        timeout: Duration,
-    ) -> std::io::Result<Self> {
-        // Small requests must not wait for Nagle's algorithm.
-        let _ = stream.set_nodelay(true);
+impl<S: Socket> SpinStream<S> {
+    /// Wraps a connected stream (switched to non-blocking mode; set `TCP_NODELAY` on a TCP
+    /// stream before).
+    pub fn new(stream: S, spin: Duration, timeout: Duration) -> std::io::Result<Self> {
         stream.set_nonblocking(true)?;
         Ok(Self {
             stream,
@@ -105,7 +126,6 @@ impl SpinStream {
 
     fn wait(&self, started: Instant, out: bool) -> std::io::Result<()> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        use std::os::fd::AsFd;
         if started.elapsed() < self.spin {
             std::thread::yield_now();
             return Ok(());
@@ -128,7 +148,7 @@ impl SpinStream {
     }
 }
 
-impl Read for SpinStream {
+impl<S: Socket> Read for SpinStream<S> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let started = Instant::now();
         loop {
@@ -142,7 +162,7 @@ impl Read for SpinStream {
     }
 }
 
-impl Write for SpinStream {
+impl<S: Socket> Write for SpinStream<S> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let started = Instant::now();
         loop {
@@ -158,13 +178,17 @@ impl Write for SpinStream {
     }
 }
 
-/// Connects to `addr` (`host:port`, resolved here) within `timeout`, trying each address.
+/// Connects to `addr` (`host:port`, resolved here) within `timeout`, trying each address;
+/// `TCP_NODELAY` is set (small requests must not wait for Nagle's algorithm).
 pub fn connect(addr: &str, timeout: Duration) -> std::io::Result<std::net::TcpStream> {
     use std::net::ToSocketAddrs;
     let mut last = None;
     for a in addr.to_socket_addrs()? {
         match std::net::TcpStream::connect_timeout(&a, timeout) {
-            Ok(s) => return Ok(s),
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
             Err(e) => last = Some(e),
         }
     }

@@ -1,6 +1,6 @@
 //! The data server: a TCP listener serving `DataRequest`s against this engine's registered
 //! memory, and (when shared memory is enabled) a Unix socket that hands segment memfds to
-//! same-host peers with `SCM_RIGHTS`.
+//! same-host peers with `SCM_RIGHTS` and records their seals.
 //!
 //! One task per connection, request/response in order. Each connection reuses its scratch
 //! buffers, so a small request costs no allocation beyond decoding its message. A request with
@@ -13,7 +13,7 @@ use crate::owner;
 use crate::stats::{add, sub};
 use std::sync::Arc;
 use tidepool_common::{Error, ErrorCode, Result};
-use tidepool_proto::data::{DataRequest, DataResponse};
+use tidepool_proto::data::{DataRequest, DataResponse, Seal};
 use tidepool_proto::frame::{self, FrameError, FrameKind};
 use tidepool_proto::wait::{spin_ready, spin_window};
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -210,12 +210,7 @@ async fn handle(
         }
         DataRequest::Seal { epoch, seals } => {
             frame::discard(conn, payload_len).await?;
-            s.regions.clear();
-            if let Err(e) = owner::check_seals_into(reg, epoch, &seals, &mut s.regions) {
-                return Ok(Err(e));
-            }
-            owner::apply_seals(&s.regions, &seals);
-            Ok(Ok(Handled::Ok))
+            Ok(seal(shared, &mut s.regions, epoch, &seals).map(|()| Handled::Ok))
         }
         DataRequest::Ping => {
             frame::discard(conn, payload_len).await?;
@@ -228,6 +223,40 @@ async fn handle(
             )))
         }
     }
+}
+
+/// Answers `Ok` or the error, counting it.
+async fn reply(
+    shared: &Shared,
+    w: &mut UnixStream,
+    out: &mut Vec<u8>,
+    id: u64,
+    r: Result<()>,
+) -> Result<(), FrameError> {
+    let resp = match r {
+        Ok(()) => DataResponse::Ok,
+        Err(e) => {
+            add(&shared.stats.requests_rejected, 1);
+            tracing::debug!(error = %e, "data request refused");
+            DataResponse::Error {
+                code: e.code(),
+                message: e.message().to_string(),
+            }
+        }
+    };
+    out.clear();
+    frame::encode_frame(out, FrameKind::Response, id, &resp, 0)?;
+    w.write_all(out).await?;
+    Ok(())
+}
+
+/// Records `seals` (bytes written by another path) once all of them pass the epoch fence.
+fn seal(shared: &Shared, regions: &mut Vec<Region>, epoch: u64, seals: &[Seal]) -> Result<()> {
+    regions.clear();
+    owner::check_seals_into(&shared.registry, epoch, seals, regions)?;
+    owner::apply_seals(regions, seals);
+    add(&shared.stats.requests_served, 1);
+    Ok(())
 }
 
 /// Sends a payload-less response.
@@ -274,21 +303,52 @@ pub(crate) async fn run_unix(
     conns.shutdown().await;
 }
 
-/// Answers `ShmAttach` requests with the segment's memfd attached as `SCM_RIGHTS`.
-async fn serve_unix(shared: &Shared, mut stream: UnixStream) -> Result<(), FrameError> {
+/// Answers `ShmAttach` requests with the segment's memfd attached as `SCM_RIGHTS`, and the
+/// seals (and pings) of same-host writers, which copy through the mapping and then seal here:
+/// a Unix socket round trip is cheaper than a loopback TCP one.
+async fn serve_unix(shared: &Shared, stream: UnixStream) -> Result<(), FrameError> {
     let mut meta = Vec::new();
     let mut out = Vec::new();
+    let mut regions = Vec::new();
+    let mut stream = BufReader::with_capacity(4096, stream);
     loop {
+        if stream.buffer().is_empty() {
+            // A writer's next seal tends to follow at once: poll before parking.
+            let _ = spin_ready(stream.get_ref().readable(), spin_window(NEXT_REQUEST_SPIN)).await;
+        }
         let (hdr, msg) = match frame::read_frame::<_, DataRequest>(&mut stream, &mut meta).await {
             Ok(x) => x,
             Err(FrameError::Closed) => return Ok(()),
             Err(e) => return Err(e),
         };
+        if hdr.kind != FrameKind::Request {
+            return Err(FrameError::BadKind(hdr.kind as u8));
+        }
         frame::discard(&mut stream, hdr.payload_len).await?;
-        let seg = match msg {
-            Ok(DataRequest::ShmAttach { base_addr }) => shared.registry.segment_at(base_addr),
-            _ => None,
+        let answer = match msg {
+            Ok(DataRequest::ShmAttach { base_addr }) => Some(base_addr),
+            Ok(DataRequest::Seal { epoch, seals }) => {
+                let r = seal(shared, &mut regions, epoch, &seals);
+                reply(shared, stream.get_mut(), &mut out, hdr.request_id, r).await?;
+                continue;
+            }
+            Ok(DataRequest::Ping) => {
+                reply(shared, stream.get_mut(), &mut out, hdr.request_id, Ok(())).await?;
+                continue;
+            }
+            Ok(_) => {
+                let e = Error::invalid("only attach, seal and ping are served on the unix socket");
+                reply(shared, stream.get_mut(), &mut out, hdr.request_id, Err(e)).await?;
+                continue;
+            }
+            Err(e) => {
+                let e = Error::invalid(format!("malformed request: {e}"));
+                reply(shared, stream.get_mut(), &mut out, hdr.request_id, Err(e)).await?;
+                continue;
+            }
         };
+        let seg = answer.and_then(|base| shared.registry.segment_at(base));
+        let stream = stream.get_mut();
         out.clear();
         match seg {
             Some(seg) => {
@@ -299,7 +359,7 @@ async fn serve_unix(shared: &Shared, mut stream: UnixStream) -> Result<(), Frame
                     &DataResponse::Attached { size: seg.size() },
                     0,
                 )?;
-                crate::shmem::send_with_fd(&stream, &out, seg.fd()).await?;
+                crate::shmem::send_with_fd(stream, &out, seg.fd()).await?;
             }
             None => {
                 let resp = DataResponse::Error {

@@ -6,12 +6,14 @@
 //! an owner restarted at the same endpoint is never confused with its predecessor.
 //! If attaching fails, the target is remembered as TCP-only and the call goes over TCP.
 //!
-//! Seals still go to the owner over TCP (`DataRequest::Seal`), so the owner records them and
-//! fences them by epoch. Reads skip the owner's `expect` check: a reader holds a master lease
+//! Seals still go to the owner (`DataRequest::Seal`), so the owner records them and fences
+//! them by epoch: over TCP from runtime tasks, over the owner's Unix socket from a caller's
+//! thread (blocking, `tidepool_proto::blocking`: a Unix socket round trip costs about 4 µs
+//! less than a loopback TCP one on the 2-vCPU VM, 12.7 against 16.5 µs). Reads skip the owner's `expect` check: a reader holds a master lease
 //! on the object for the duration of its read, and the master neither frees nor reallocates a
 //! leased replica, so the mapped bytes cannot change owner mid-read.
 
-use super::tcp::TcpTransport;
+use super::tcp::{Job, LaneError, SyncLane, TcpTransport};
 use super::{Transport, copy_batch};
 use crate::copy::Piece;
 use crate::engine::{ReadOp, Shared, Target, WriteOp};
@@ -21,6 +23,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tidepool_common::{Error, ErrorCode, Result};
+use tidepool_proto::blocking;
 use tidepool_proto::data::{DataRequest, DataResponse, Seal};
 use tidepool_proto::frame::{self, FrameKind};
 use tokio::io::AsyncReadExt;
@@ -71,6 +74,8 @@ pub(crate) struct ShmTransport {
     tcp: Arc<TcpTransport>,
     /// By owner base address; few entries per base, matched by endpoint and socket.
     maps: Mutex<HashMap<u64, Vec<Entry>>>,
+    /// Idle blocking seal connections of caller threads, by owner socket path.
+    seal_lanes: Mutex<HashMap<String, Vec<SyncLane<std::os::unix::net::UnixStream>>>>,
 }
 
 impl ShmTransport {
@@ -79,7 +84,43 @@ impl ShmTransport {
             shared,
             tcp,
             maps: Mutex::new(HashMap::new()),
+            seal_lanes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Seals on the owner over its Unix socket, blocking this caller thread; `None` when no
+    /// connection could be opened (the caller seals over TCP instead).
+    fn seal_sync(
+        &self,
+        target: &Target,
+        socket: &str,
+        epoch: u64,
+        seals: &[Seal],
+    ) -> Option<Result<()>> {
+        let idle = self.seal_lanes.lock().get_mut(socket).and_then(Vec::pop);
+        let mut lane = match idle {
+            Some(l) => l,
+            None => {
+                let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+                SyncLane::new(stream, &self.shared).ok()?
+            }
+        };
+        let (r, reusable) = match lane.exec(&target.endpoint, Job::Seal { epoch, seals }) {
+            Ok(()) => (Ok(()), true),
+            Err(LaneError::Refused(e)) => (Err(e), true),
+            Err(LaneError::Broken(e)) => (Err(e), false),
+        };
+        let mut lanes = self.seal_lanes.lock();
+        if reusable {
+            let list = lanes.entry(socket.to_string()).or_default();
+            if list.len() < self.shared.cfg.lanes.max(1) {
+                list.push(lane);
+            }
+        } else {
+            // Its peers are probably dead too.
+            lanes.remove(socket);
+        }
+        Some(r)
     }
 
     fn cached(&self, target: &Target, socket: &str) -> Option<Option<Arc<PeerMapping>>> {
@@ -180,18 +221,30 @@ impl ShmTransport {
         })
     }
 
-    /// Drops the mappings (and failed-attach memories) of `endpoint`.
+    /// Drops the mappings (and failed-attach memories) and seal connections of `endpoint`.
     pub(crate) fn forget(&self, endpoint: &str) {
         let mut maps = self.maps.lock();
+        let mut sockets = Vec::new();
         for list in maps.values_mut() {
-            list.retain(|e| e.endpoint != endpoint);
+            list.retain(|e| {
+                if e.endpoint == endpoint {
+                    sockets.push(e.socket.clone());
+                }
+                e.endpoint != endpoint
+            });
         }
         maps.retain(|_, l| !l.is_empty());
+        drop(maps);
+        let mut lanes = self.seal_lanes.lock();
+        for s in sockets {
+            lanes.remove(&s);
+        }
     }
 
-    /// Drops every mapping.
+    /// Drops every mapping and seal connection.
     pub(crate) fn clear(&self) {
         self.maps.lock().clear();
+        self.seal_lanes.lock().clear();
     }
 }
 
@@ -234,10 +287,16 @@ impl Transport for ShmTransport {
             return self.tcp.write(target, epoch, ops, seals).await;
         };
         Self::copy_in(&m, &self.shared, ops)?;
-        if !seals.is_empty() {
-            self.tcp.seal(target, epoch, seals).await?;
+        if seals.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        if blocking::is_caller_thread()
+            && let Some(socket) = target.shm_socket.as_deref()
+            && let Some(r) = self.seal_sync(target, socket, epoch, seals)
+        {
+            return r;
+        }
+        self.tcp.seal(target, epoch, seals).await
     }
 
     async fn read(&self, target: &Target, ops: &mut [ReadOp<'_>]) -> Result<()> {

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tidepool_common::{Error, ErrorCode, ObjectId, Result};
-use tidepool_proto::blocking::{self, SpinStream};
+use tidepool_proto::blocking::{self, Socket, SpinStream};
 use tidepool_proto::data::{DataRequest, DataResponse, Range, Seal};
 use tidepool_proto::frame::{self, FrameError, FrameKind};
 use tidepool_proto::wait::{caller_spin_window, spin_ready, spin_window};
@@ -50,7 +50,7 @@ pub(crate) struct TcpTransport {
 }
 
 /// Why a request on a lane failed.
-enum LaneError {
+pub(super) enum LaneError {
     /// The connection is unusable (I/O error, protocol violation); the lane must be closed.
     Broken(Error),
     /// The owner refused the request; the connection stays in sync and can be reused.
@@ -58,7 +58,7 @@ enum LaneError {
 }
 
 /// One unit of work for a lane.
-enum Job<'j, 'a> {
+pub(super) enum Job<'j, 'a> {
     Write {
         epoch: u64,
         ops: &'j [WriteOp<'a>],
@@ -243,20 +243,9 @@ impl Pool {
             None => blocking::connect(&self.endpoint, cfg.connect_timeout),
         }
         .map_err(fail)?;
-        let spin = caller_spin_window(CALLER_SPIN, ANSWER_SPIN);
-        let rd = SpinStream::new(stream, spin, cfg.io_timeout).map_err(fail)?;
-        let wr = rd.try_clone().map_err(fail)?;
-        add(&self.shared.stats.open_connections, 1);
-        add(&self.shared.stats.connections_opened, 1);
-        Ok(SyncLane {
-            rd: std::io::BufReader::with_capacity(READ_BUF, rd),
-            wr,
-            scratch: Vec::with_capacity(1024),
-            ranges: Vec::new(),
-            expect: Vec::new(),
-            next_id: 1,
-            shared: self.shared.clone(),
-        })
+        // Small requests must not wait for Nagle's algorithm.
+        stream.set_nodelay(true).map_err(fail)?;
+        SyncLane::new(stream, &self.shared).map_err(fail)
     }
 
     /// Runs `job` on a blocking lane of this caller thread's own; each socket operation
@@ -511,10 +500,11 @@ impl Lane {
 }
 
 /// A blocking connection, used only by caller threads (`tidepool_proto::blocking`) for
-/// requests that ride one lane anyway: seals, and transfers below the split size.
-struct SyncLane {
-    rd: std::io::BufReader<SpinStream>,
-    wr: SpinStream,
+/// requests that ride one lane anyway: seals, and transfers below the split size. Over TCP,
+/// or over the owner's Unix socket for a same-host owner's seals (`shm.rs`).
+pub(super) struct SyncLane<S: Socket = std::net::TcpStream> {
+    rd: std::io::BufReader<SpinStream<S>>,
+    wr: SpinStream<S>,
     scratch: Vec<u8>,
     ranges: Vec<Range>,
     expect: Vec<Option<ObjectId>>,
@@ -522,14 +512,32 @@ struct SyncLane {
     shared: Arc<Shared>,
 }
 
-impl Drop for SyncLane {
+impl<S: Socket> Drop for SyncLane<S> {
     fn drop(&mut self) {
         sub(&self.shared.stats.open_connections, 1);
     }
 }
 
-impl SyncLane {
-    fn exec(&mut self, endpoint: &str, job: Job<'_, '_>) -> Result<(), LaneError> {
+impl<S: Socket> SyncLane<S> {
+    /// Wraps a connected stream.
+    pub(super) fn new(stream: S, shared: &Arc<Shared>) -> std::io::Result<Self> {
+        let spin = caller_spin_window(CALLER_SPIN, ANSWER_SPIN);
+        let rd = SpinStream::new(stream, spin, shared.cfg.io_timeout)?;
+        let wr = rd.try_clone()?;
+        add(&shared.stats.open_connections, 1);
+        add(&shared.stats.connections_opened, 1);
+        Ok(Self {
+            rd: std::io::BufReader::with_capacity(READ_BUF, rd),
+            wr,
+            scratch: Vec::with_capacity(1024),
+            ranges: Vec::new(),
+            expect: Vec::new(),
+            next_id: 1,
+            shared: shared.clone(),
+        })
+    }
+
+    pub(super) fn exec(&mut self, endpoint: &str, job: Job<'_, '_>) -> Result<(), LaneError> {
         use std::io::{Read, Write};
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
