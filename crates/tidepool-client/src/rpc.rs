@@ -248,6 +248,13 @@ impl RpcPool {
         let hello = self.hello_request();
         let answer = Self::round_trip_sync(&mut conn, 0, &hello)?;
         self.accept_hello(answer)?;
+        // This connection's callers wait on it synchronously: ask the master to serve it from
+        // a thread of its own. A master without that answers an error; the connection then
+        // stays as it is.
+        match Self::round_trip_sync(&mut conn, 0, &MasterRequest::Dedicate)? {
+            MasterResponse::Done => {}
+            other => tracing::debug!(answer = ?other, "master keeps the connection on its runtime"),
+        }
         Ok(conn)
     }
 

@@ -87,6 +87,12 @@ pub enum MasterRequest {
         /// One config for the whole batch.
         config: ReplicateConfig,
     },
+    /// Asked right after `Hello` by a client whose caller threads wait on this connection
+    /// synchronously: serve it from a thread of its own, blocked in `recv`, so a request wakes
+    /// that thread directly instead of going through the async runtime's poller (answered
+    /// `Done`; a master without it answers an error and the connection stays as it was).
+    /// Appended last so that older peers keep their variant numbers.
+    Dedicate,
 }
 
 /// Commit request for one object.
