@@ -13,6 +13,7 @@
 use crate::Master;
 use crate::metrics::{RequestFacts, RpcOp};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tidepool_common::{ClientId, ErrorCode};
 use tidepool_proto::frame::{self, FrameError, FrameKind};
@@ -36,6 +37,13 @@ const NEXT_REQUEST_SPIN: Duration = Duration::from_micros(50);
 /// Shared handle to the master's state and metrics.
 pub type SharedState = Arc<Master>;
 
+/// At most this many connections are served from threads of their own (`Dedicate`); further
+/// ones stay on the runtime, so a large cluster of synchronous clients cannot make the master
+/// start thousands of threads. A client opens up to its RPC pool size of them.
+const MAX_DEDICATED: usize = 256;
+/// Connections served from their own threads now.
+static DEDICATED: AtomicUsize = AtomicUsize::new(0);
+
 /// Serves clients on `listener` until `shutdown` turns true. Also runs the tick worker.
 pub async fn run(listener: TcpListener, state: SharedState, mut shutdown: watch::Receiver<bool>) {
     let ticker = tokio::spawn(tick_worker(state.clone(), shutdown.clone()));
@@ -56,15 +64,18 @@ pub async fn run(listener: TcpListener, state: SharedState, mut shutdown: watch:
                                     .name("master-conn".into())
                                     .spawn(move || {
                                         serve_blocking(stream, &st, &shutdown, client);
+                                        DEDICATED.fetch_sub(1, Ordering::Relaxed);
                                         st.metrics.connection_closed();
                                     });
                                 if let Err(e) = spawned {
                                     warn!(error = %e, "cannot start a connection thread");
+                                    DEDICATED.fetch_sub(1, Ordering::Relaxed);
                                     state.metrics.connection_closed();
                                 }
                             }
                             Some((Err(e), _)) => {
                                 warn!(error = %e, "cannot hand the connection to a thread");
+                                DEDICATED.fetch_sub(1, Ordering::Relaxed);
                                 state.metrics.connection_closed();
                             }
                             None => state.metrics.connection_closed(),
@@ -167,8 +178,16 @@ async fn serve_connection(
         if hdr.payload_len > 0 && frame::discard(&mut rd, hdr.payload_len).await.is_err() {
             return None;
         }
-        let dedicate = matches!(msg, Ok(MasterRequest::Dedicate));
+        let mut dedicate = matches!(msg, Ok(MasterRequest::Dedicate));
+        if dedicate && DEDICATED.fetch_add(1, Ordering::Relaxed) >= MAX_DEDICATED {
+            DEDICATED.fetch_sub(1, Ordering::Relaxed);
+            dedicate = false;
+        }
         let resp = match msg {
+            Ok(MasterRequest::Dedicate) if !dedicate => MasterResponse::Error {
+                code: ErrorCode::InvalidParams,
+                message: format!("no dedicated connection left (at most {MAX_DEDICATED})"),
+            },
             Err(e) => {
                 state.metrics.malformed_frame();
                 MasterResponse::Error {
@@ -189,11 +208,24 @@ async fn serve_connection(
         .await
         .is_err()
         {
+            if dedicate {
+                DEDICATED.fetch_sub(1, Ordering::Relaxed);
+            }
             return None;
         }
-        // The client waits for this answer before its next request, so nothing is buffered.
-        if dedicate && rd.buffer().is_empty() {
-            return rd.into_inner().reunite(wr).ok().map(|s| (s, client));
+        if dedicate {
+            // The client waits for this answer before its next request, so nothing is
+            // buffered; if something is, the connection stays here.
+            if rd.buffer().is_empty() {
+                match rd.into_inner().reunite(wr) {
+                    Ok(s) => return Some((s, client)),
+                    Err(_) => {
+                        DEDICATED.fetch_sub(1, Ordering::Relaxed);
+                        return None;
+                    }
+                }
+            }
+            DEDICATED.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

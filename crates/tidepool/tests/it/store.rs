@@ -437,3 +437,53 @@ fn caller_thread_calls_over_blocking_sockets() {
     drop(writer);
     drop(reader);
 }
+
+/// A caller thread's connections are served by master threads of their own (`Dedicate`):
+/// requests from several caller threads at once are answered, and such a connection, idle,
+/// does not hold up the master's exit on SIGTERM.
+#[test]
+fn dedicated_master_connections_answer_and_let_the_master_stop() {
+    use tidepool_client::rpc::on_caller_thread;
+    let mut m = master(&[]);
+    let rpc = m.field("rpc");
+    let _n = node(&rpc, "16MB");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = std::sync::Arc::new(rt.block_on(client(&rpc)));
+    let rt = std::sync::Arc::new(rt);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (c, rt) = (c.clone(), rt.clone());
+            std::thread::spawn(move || {
+                on_caller_thread(|| {
+                    for i in 0..50 {
+                        let key = format!("ded-{t}-{i}");
+                        rt.block_on(c.put(&key, &[t as u8; 512], &ReplicateConfig::default()))
+                            .expect("put");
+                        assert_eq!(rt.block_on(c.batch_exist(&[&key, "ded-none"])), vec![1, 0]);
+                    }
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("caller thread");
+    }
+    let pid = nix::unistd::Pid::from_raw(m.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let started = std::time::Instant::now();
+    loop {
+        if m.child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "master still running {:?} after SIGTERM",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
