@@ -67,6 +67,15 @@ pub enum DataRequest {
         /// Base address of the segment wanted.
         base_addr: u64,
     },
+    /// Ask for a seal ring of the segment (Unix socket only; appended, so older owners answer
+    /// an error and the writer seals by request): a shared-memory queue in which this writer
+    /// leaves seal records for the owner's directory instead of sending `Seal` requests. The
+    /// answer is `Attached` with the ring's memfd as `SCM_RIGHTS` ancillary data; the ring
+    /// lives as long as this connection, and the owner drains it when the connection closes.
+    SealRing {
+        /// Base address of the segment.
+        base_addr: u64,
+    },
 }
 
 /// A response from a segment owner.

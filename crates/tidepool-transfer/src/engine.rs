@@ -278,10 +278,14 @@ impl TransferEngine {
     /// Unregisters the segment at `base_addr`; later requests into it are refused. Its memory
     /// stays mapped until the last `Arc` (including in-flight requests) is dropped.
     pub fn remove_segment(&self, base_addr: u64) {
-        self.inner
+        let removed = self
+            .inner
             .shared
             .registry
             .remove_if(base_addr, |r| r.segment().is_some());
+        if let Some(seg) = removed.as_ref().and_then(|r| r.segment()) {
+            seg.retire();
+        }
     }
 
     /// Registers a caller buffer for remote access. The caller keeps it alive and unmoved until

@@ -10,6 +10,8 @@
 //!   peer may touch, and the few audited helpers that turn validated addresses into slices.
 //! - `owner`: the owner side of the data plane (validation against the registry, epoch fencing,
 //!   the sealed-replica directory), shared by the TCP server and the in-process transport.
+//! - `sealring`: the shared-memory rings in which same-host writers leave their seals for the
+//!   owner's directory instead of asking for each one.
 //! - `server`: the TCP data server and the Unix socket that hands out segment fds.
 //! - [`shmem`]: sealed memfd mappings ([`SharedMemory`]) and fd passing over Unix sockets,
 //!   shared by segments, the shm transport and the thin-client channel of standalone mode.
@@ -32,6 +34,7 @@ pub mod engine;
 mod join;
 mod memory;
 mod owner;
+mod sealring;
 mod server;
 pub mod shmem;
 pub mod stats;

@@ -5,6 +5,7 @@
 //! ([`slice_of`], [`slice_of_mut`], [`copy_bytes`]); callers reach them only with ranges that
 //! [`Registry::resolve`] (or a peer mapping's bounds check) has validated.
 
+use crate::sealring::{Corrupt, RingConsumer};
 use crate::shmem::SharedMemory;
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
@@ -23,9 +24,102 @@ pub struct LocalSegment {
     mem: SharedMemory,
     /// Lowest master epoch whose writes are still accepted (contract §8).
     epoch: AtomicU64,
-    /// Sealed replicas by address; entries never overlap. A mutex is enough: seals are rare
-    /// compared to bytes moved and never held across an await.
-    dir: Mutex<BTreeMap<u64, Seal>>,
+    /// Sealed replicas, and the seal rings of same-host writers not yet moved into them. A
+    /// mutex is enough: seals are rare compared to bytes moved and never held across an await.
+    dir: Mutex<Directory>,
+}
+
+/// What the owner knows of the replicas in one segment (contract §8).
+#[derive(Debug, Default)]
+struct Directory {
+    /// Sealed replicas by address; entries never overlap.
+    entries: BTreeMap<u64, Seal>,
+    /// Rings of same-host writers (`sealring`); their records count as sealed, and every
+    /// reader of `entries` drains them first.
+    rings: Vec<Arc<RingConsumer>>,
+}
+
+impl Directory {
+    /// Records `seal`, dropping every entry whose range overlaps it, unless one of those holds
+    /// a newer object: the master reallocates a range only after the object in it was freed,
+    /// so a seal older than what the directory holds there is a late one (a writer whose put
+    /// was revoked, or a ring drained after another) and must not replace it.
+    fn insert(&mut self, seal: Seal) {
+        let start = seal.addr;
+        // Zero-length replicas still occupy their address for overlap purposes.
+        let end = seal.addr.saturating_add(seal.len.max(1));
+        let mut doomed = Vec::new();
+        // Entries never overlap each other, so walking down from `end` can stop at the first
+        // entry that ends at or before `start`.
+        for (&a, e) in self.entries.range(..end).rev() {
+            if a.saturating_add(e.len.max(1)) > start {
+                if e.object_id > seal.object_id {
+                    return;
+                }
+                doomed.push(a);
+            } else {
+                break;
+            }
+        }
+        for a in doomed {
+            self.entries.remove(&a);
+        }
+        self.entries.insert(seal.addr, seal);
+    }
+
+    /// Moves every ring's records into `entries`, checking each as a `Seal` request would be
+    /// (inside the segment `[base, base+size)`, epoch not fenced). A ring that breaks its
+    /// framing is dropped: its writer sees it closed and seals by request from then on.
+    fn drain(&mut self, base: u64, size: u64, fence: u64) {
+        if self.rings.is_empty() {
+            return;
+        }
+        let rings = std::mem::take(&mut self.rings);
+        let mut kept = Vec::with_capacity(rings.len());
+        let mut refused = 0u64;
+        for ring in rings {
+            let mut got = Vec::new();
+            let r = ring.drain(|seal, epoch| got.push((seal, epoch)));
+            for (seal, epoch) in got {
+                let inside = seal.addr >= base
+                    && seal
+                        .addr
+                        .checked_add(seal.len)
+                        .is_some_and(|end| end <= base + size);
+                if inside && epoch >= fence {
+                    self.insert(seal);
+                } else {
+                    refused += 1;
+                }
+            }
+            match r {
+                Ok(skipped) => {
+                    refused += skipped;
+                    kept.push(ring);
+                }
+                Err(Corrupt(why)) => {
+                    tracing::warn!(%why, "dropping a seal ring");
+                    ring.close();
+                }
+            }
+        }
+        self.rings = kept;
+        if refused > 0 {
+            tracing::warn!(
+                refused,
+                "seal ring records refused (outside the segment, fenced epoch or bad key)"
+            );
+        }
+    }
+
+    fn holds(&self, object: ObjectId, addr: u64, len: u64) -> bool {
+        match self.entries.range(..=addr).next_back() {
+            Some((&a, e)) => {
+                e.object_id == object && addr.saturating_add(len) <= a.saturating_add(e.len)
+            }
+            None => false,
+        }
+    }
 }
 
 impl std::fmt::Debug for LocalSegment {
@@ -46,7 +140,7 @@ impl LocalSegment {
         Ok(Self {
             mem: SharedMemory::create("tidepool-segment", size, prefault)?,
             epoch: AtomicU64::new(0),
-            dir: Mutex::new(BTreeMap::new()),
+            dir: Mutex::new(Directory::default()),
         })
     }
 
@@ -62,7 +156,12 @@ impl LocalSegment {
 
     /// Refuses, from now on, writes and seals that carry a master epoch older than `epoch`.
     pub fn set_epoch(&self, epoch: u64) {
+        let dir = self.dir.lock();
         self.epoch.fetch_max(epoch, Ordering::AcqRel);
+        // Under the lock, so a ring attached concurrently starts from the new epoch.
+        for ring in &dir.rings {
+            ring.set_epoch(epoch);
+        }
     }
 
     /// The current fencing epoch.
@@ -70,41 +169,62 @@ impl LocalSegment {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// The sealed replicas, ordered by address.
-    pub fn directory(&self) -> Vec<Seal> {
-        self.dir.lock().values().cloned().collect()
+    fn lock_drained(&self) -> parking_lot::MutexGuard<'_, Directory> {
+        let mut dir = self.dir.lock();
+        dir.drain(self.base_addr(), self.size(), self.epoch());
+        dir
     }
 
-    /// Records `seal`, dropping every entry whose range overlaps it.
+    /// The sealed replicas, ordered by address.
+    pub fn directory(&self) -> Vec<Seal> {
+        self.lock_drained().entries.values().cloned().collect()
+    }
+
+    /// Records `seal` (see [`Directory::insert`]), after every ring record written before it.
     pub(crate) fn record(&self, seal: &Seal) {
-        let mut dir = self.dir.lock();
-        let start = seal.addr;
-        // Zero-length replicas still occupy their address for overlap purposes.
-        let end = seal.addr.saturating_add(seal.len.max(1));
-        let mut doomed = Vec::new();
-        // Entries never overlap each other, so walking down from `end` can stop at the first
-        // entry that ends at or before `start`.
-        for (&a, e) in dir.range(..end).rev() {
-            if a.saturating_add(e.len.max(1)) > start {
-                doomed.push(a);
-            } else {
-                break;
-            }
-        }
-        for a in doomed {
-            dir.remove(&a);
-        }
-        dir.insert(seal.addr, seal.clone());
+        self.lock_drained().insert(seal.clone());
     }
 
     /// True when the directory holds `object` on a replica containing `[addr, addr+len)`.
     pub(crate) fn holds(&self, object: ObjectId, addr: u64, len: u64) -> bool {
-        let dir = self.dir.lock();
-        match dir.range(..=addr).next_back() {
-            Some((&a, e)) => {
-                e.object_id == object && addr.saturating_add(len) <= a.saturating_add(e.len)
-            }
-            None => false,
+        let mut dir = self.dir.lock();
+        if dir.holds(object, addr, len) {
+            return true;
+        }
+        // A writer may have committed a replica whose seal still sits in its ring.
+        dir.drain(self.base_addr(), self.size(), self.epoch());
+        dir.holds(object, addr, len)
+    }
+
+    /// A new seal ring for one same-host writer (its fd goes to the writer).
+    pub(crate) fn attach_ring(&self) -> Result<Arc<RingConsumer>> {
+        let mut dir = self.dir.lock();
+        let ring = Arc::new(RingConsumer::create(self.epoch())?);
+        dir.rings.push(ring.clone());
+        Ok(ring)
+    }
+
+    /// Drains and forgets `ring` (its writer disconnected: nothing more will arrive in it).
+    pub(crate) fn detach_ring(&self, ring: &Arc<RingConsumer>) {
+        let mut dir = self.lock_drained();
+        dir.rings.retain(|r| !Arc::ptr_eq(r, ring));
+    }
+
+    /// Moves pending ring records into the directory (the owner's timer), so rings never fill
+    /// while their writers are busy and the directory lags them by little.
+    pub(crate) fn drain_rings(&self) {
+        let mut dir = self.dir.lock();
+        if dir.rings.iter().any(|r| r.pending()) {
+            dir.drain(self.base_addr(), self.size(), self.epoch());
+        }
+    }
+
+    /// The segment is unmounted: its writers' rings are drained and closed (they seal by
+    /// request from now on, and are refused).
+    pub(crate) fn retire(&self) {
+        let mut dir = self.lock_drained();
+        for ring in dir.rings.drain(..) {
+            ring.close();
         }
     }
 
@@ -205,6 +325,15 @@ impl Registry {
             .and_then(|r| r.segment().cloned())
     }
 
+    /// Every segment registered now.
+    pub(crate) fn segments(&self) -> Vec<Arc<LocalSegment>> {
+        self.map
+            .read()
+            .values()
+            .filter_map(|r| r.segment().cloned())
+            .collect()
+    }
+
     /// The region wholly containing `[addr, addr+len)`, or `InvalidParams`.
     pub(crate) fn resolve(&self, addr: u64, len: u64) -> Result<Region> {
         let map = self.map.read();
@@ -293,6 +422,12 @@ mod tests {
         seg.record(&seal(5, b + 200, 10));
         let d: Vec<u64> = seg.directory().iter().map(|s| s.object_id.seq).collect();
         assert_eq!(d, vec![4, 5]);
+        // A late seal of an older object (a revoked put, a ring drained after another) never
+        // displaces a newer one; where nothing newer overlaps it is recorded.
+        seg.record(&seal(2, b + 100, 200));
+        seg.record(&seal(3, b + 1000, 10));
+        let d: Vec<u64> = seg.directory().iter().map(|s| s.object_id.seq).collect();
+        assert_eq!(d, vec![4, 5, 3]);
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //! serving (W14); a malformed frame closes only that connection.
 
 use crate::engine::Shared;
-use crate::memory::{Region, slice_of, slice_of_mut};
+use crate::memory::{LocalSegment, Region, slice_of, slice_of_mut};
 use crate::owner;
+use crate::sealring::RingConsumer;
 use crate::stats::{add, sub};
 use std::sync::Arc;
 use tidepool_common::{Error, ErrorCode, Result};
@@ -216,10 +217,10 @@ async fn handle(
             frame::discard(conn, payload_len).await?;
             Ok(Ok(Handled::Ok))
         }
-        DataRequest::ShmAttach { .. } => {
+        DataRequest::ShmAttach { .. } | DataRequest::SealRing { .. } => {
             frame::discard(conn, payload_len).await?;
             Ok(Err(Error::invalid(
-                "shm attach is only served on the unix socket",
+                "shm attach and seal rings are only served on the unix socket",
             )))
         }
     }
@@ -369,10 +370,17 @@ pub(crate) async fn run_unix(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
+    let mut drain = tokio::time::interval(RING_DRAIN);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = drain.tick() => {
+                for seg in shared.registry.segments() {
+                    seg.drain_rings();
+                }
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let shared = shared.clone();
@@ -396,6 +404,24 @@ pub(crate) async fn run_unix(
     conns.shutdown().await;
 }
 
+/// How often the owner moves seal-ring records into its directories (`sealring`): often
+/// enough that a ring (about 12 000 seals) never fills between drains, and cheap when idle (a
+/// lock and two loads per ring).
+const RING_DRAIN: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The seal rings a Unix-socket connection was given; dropping it (the writer disconnected,
+/// or died) drains and forgets them, so no record written before the disconnect is lost.
+#[derive(Default)]
+struct HeldRings(Vec<(Arc<LocalSegment>, Arc<RingConsumer>)>);
+
+impl Drop for HeldRings {
+    fn drop(&mut self) {
+        for (seg, ring) in self.0.drain(..) {
+            seg.detach_ring(&ring);
+        }
+    }
+}
+
 /// Answers `ShmAttach` requests with the segment's memfd attached as `SCM_RIGHTS`, and the
 /// seals (and pings) of same-host writers, which copy through the mapping and then seal here:
 /// a Unix socket round trip is cheaper than a loopback TCP one. Only caller threads, which
@@ -405,6 +431,7 @@ async fn serve_unix(shared: &Shared, stream: UnixStream) -> Result<Option<UnixSt
     let mut meta = Vec::new();
     let mut out = Vec::new();
     let mut regions = Vec::new();
+    let mut rings = HeldRings::default();
     let mut stream = BufReader::with_capacity(4096, stream);
     loop {
         if stream.buffer().is_empty() {
@@ -422,10 +449,42 @@ async fn serve_unix(shared: &Shared, stream: UnixStream) -> Result<Option<UnixSt
         frame::discard(&mut stream, hdr.payload_len).await?;
         let answer = match msg {
             Ok(DataRequest::ShmAttach { base_addr }) => Some(base_addr),
+            Ok(DataRequest::SealRing { base_addr }) => {
+                let ring = shared
+                    .registry
+                    .segment_at(base_addr)
+                    .ok_or_else(|| {
+                        Error::new(ErrorCode::SegmentNotFound, "no segment at that address")
+                    })
+                    .and_then(|seg| Ok((seg.clone(), seg.attach_ring()?)));
+                match ring {
+                    Ok((seg, ring)) => {
+                        out.clear();
+                        let resp = DataResponse::Attached {
+                            size: crate::sealring::RING_SIZE,
+                        };
+                        frame::encode_frame(
+                            &mut out,
+                            FrameKind::Response,
+                            hdr.request_id,
+                            &resp,
+                            0,
+                        )?;
+                        let fd = ring.fd();
+                        rings.0.push((seg, ring));
+                        crate::shmem::send_with_fd(stream.get_ref(), &out, fd).await?;
+                    }
+                    Err(e) => {
+                        reply(shared, stream.get_mut(), &mut out, hdr.request_id, Err(e)).await?
+                    }
+                }
+                continue;
+            }
             Ok(DataRequest::Seal { epoch, seals }) => {
                 let r = seal(shared, &mut regions, epoch, &seals);
                 reply(shared, stream.get_mut(), &mut out, hdr.request_id, r).await?;
-                if stream.buffer().is_empty() {
+                // A connection holding rings stays here: its end drains them.
+                if stream.buffer().is_empty() && rings.0.is_empty() {
                     return Ok(Some(stream.into_inner()));
                 }
                 continue;

@@ -30,6 +30,8 @@ pub struct TransferStats {
     pub requests_rejected: u64,
     /// Shared-memory segment mappings of peers held now.
     pub shm_mappings: u64,
+    /// Seals this engine appended to same-host owners' seal rings (no round trip each).
+    pub ring_seals: u64,
 }
 
 /// The live counters behind [`TransferStats`].
@@ -47,6 +49,7 @@ pub(crate) struct Counters {
     pub requests_served: AtomicU64,
     pub requests_rejected: AtomicU64,
     pub shm_mappings: AtomicU64,
+    pub ring_seals: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -74,6 +77,7 @@ impl Counters {
             requests_served: self.requests_served.load(Relaxed),
             requests_rejected: self.requests_rejected.load(Relaxed),
             shm_mappings: self.shm_mappings.load(Relaxed),
+            ring_seals: self.ring_seals.load(Relaxed),
         }
     }
 }

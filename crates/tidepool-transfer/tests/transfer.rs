@@ -984,3 +984,127 @@ async fn registered_memory() {
     owner.shutdown().await;
     client.shutdown().await;
 }
+
+/// Same-host writers leave their seals in the owner's seal ring (no request each): the owner's
+/// directory and its `expect` checks see them at once, the epoch fence still refuses stale
+/// writers, the unmounted segment and a dead owner make the seal fail like a request would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seal_rings_reach_the_directory_and_keep_the_fences() {
+    let owner = engine(true).await;
+    let writer = engine(true).await;
+    let reader = engine(false).await;
+    let seg = owner.create_segment(1 << 20).unwrap();
+    let t = target(&owner, &seg);
+    let b = t.base_addr;
+    let data = pattern(4096, 3);
+    let put = |addr: u64, epoch: u64, s: Seal| {
+        let (writer, t, data) = (&writer, &t, &data);
+        async move {
+            writer
+                .write(
+                    t,
+                    epoch,
+                    &[WriteOp {
+                        src: data,
+                        remote_addr: addr,
+                    }],
+                    &[s],
+                )
+                .await
+        }
+    };
+    let served = owner.stats().requests_served;
+    for i in 0..100u64 {
+        put(
+            b + i * 4096,
+            1,
+            seal(&format!("k{i}"), 10 + i, b + i * 4096, 4096),
+        )
+        .await
+        .unwrap();
+        // A reader that names the object right after the writer's seal finds it.
+        let mut out = vec![0u8; 4096];
+        reader
+            .read(
+                &t,
+                &mut [ReadOp {
+                    dst: &mut out,
+                    remote_addr: b + i * 4096,
+                    expect: Some(ObjectId {
+                        epoch: 1,
+                        seq: 10 + i,
+                    }),
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, data);
+    }
+    assert_eq!(writer.stats().ring_seals, 100);
+    // The reads were served; no seal needed a request.
+    assert_eq!(owner.stats().requests_served - served, 100);
+    let dir = seg.directory();
+    assert_eq!(dir.len(), 100);
+    assert_eq!(dir[7], seal("k7", 17, b + 7 * 4096, 4096));
+
+    // A late seal of an older object never displaces a newer one at the same place.
+    put(b, 1, seal("late", 5, b, 4096)).await.unwrap();
+    assert_eq!(seg.directory()[0], seal("k0", 10, b, 4096));
+
+    // The timer drains rings without anyone asking.
+    put(b + 200 * 4096, 1, seal("timer", 500, b + 200 * 4096, 4096))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(writer.stats().ring_seals, 102);
+
+    // Fenced epoch: the ring refuses it, the request that follows is refused by the owner.
+    seg.set_epoch(3);
+    let err = put(b, 2, seal("old", 600, b, 4096)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidWrite);
+    put(b, 3, seal("new", 601, b, 4096)).await.unwrap();
+    assert_eq!(seg.directory()[0], seal("new", 601, b, 4096));
+
+    // Unmounted: the ring is closed, the seal request finds no segment.
+    owner.remove_segment(seg.base_addr());
+    assert!(put(b, 3, seal("gone", 700, b, 4096)).await.is_err());
+    assert!(seg.directory().iter().all(|s| s.key != "gone"));
+
+    // A dead owner: the mapping still takes the bytes, but the seal must fail.
+    let seg2 = owner.create_segment(1 << 20).unwrap();
+    let t2 = target(&owner, &seg2);
+    let w = |t: Target, s: Seal| {
+        let (writer, data) = (&writer, &data);
+        async move {
+            writer
+                .write(
+                    &t,
+                    3,
+                    &[WriteOp {
+                        src: data,
+                        remote_addr: t.base_addr,
+                    }],
+                    &[s],
+                )
+                .await
+        }
+    };
+    w(t2.clone(), seal("alive", 800, t2.base_addr, 4096))
+        .await
+        .unwrap();
+    owner.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let rings = writer.stats().ring_seals;
+    let err = w(t2.clone(), seal("dead", 801, t2.base_addr, 4096))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::TransferFail, "{err}");
+    assert_eq!(writer.stats().ring_seals, rings);
+    // What was sealed before the owner went down is in its directory.
+    assert_eq!(
+        seg2.directory(),
+        vec![seal("alive", 800, t2.base_addr, 4096)]
+    );
+    writer.shutdown().await;
+    reader.shutdown().await;
+}
