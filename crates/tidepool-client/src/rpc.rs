@@ -30,10 +30,48 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// A blocking connection, used only from caller threads.
 struct SyncConn {
-    rd: std::io::BufReader<SpinStream>,
-    wr: SpinStream,
+    rd: std::io::BufReader<SyncSocket>,
+    wr: SyncSocket,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
+}
+
+/// The socket of a blocking connection: the master's abstract Unix socket when it runs on
+/// this host (`tidepool_proto::blocking::connect_local`), else TCP.
+enum SyncSocket {
+    Tcp(SpinStream),
+    Unix(SpinStream<std::os::unix::net::UnixStream>),
+}
+
+impl SyncSocket {
+    fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(match self {
+            Self::Tcp(s) => Self::Tcp(s.try_clone()?),
+            Self::Unix(s) => Self::Unix(s.try_clone()?),
+        })
+    }
+}
+
+impl Read for SyncSocket {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.read(buf),
+            Self::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for SyncSocket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.write(buf),
+            Self::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One connection: the async mutex is held across the request/response round trip, which is
@@ -218,8 +256,22 @@ impl RpcPool {
         }
     }
 
-    /// Opens a blocking connection and says `Hello` on it.
+    /// Opens a blocking connection and says `Hello` on it: over the master's Unix socket when
+    /// it is on this host and, if this pool already has a session, it is the same master
+    /// (same epoch); else over TCP.
     fn connect_sync(&self) -> Result<SyncConn> {
+        let spin = caller_spin_window(CALLER_SPIN, ANSWER_SPIN);
+        if let Some(stream) = tidepool_proto::blocking::connect_local(&self.addr) {
+            let known = self.session().map(|s| s.epoch);
+            let local = SpinStream::new(stream, spin, self.call_timeout)
+                .map(SyncSocket::Unix)
+                .map_err(|e| Error::new(ErrorCode::RpcFail, e.to_string()))
+                .and_then(|s| self.greet_sync(s, known));
+            match local {
+                Ok(conn) => return Ok(conn),
+                Err(e) => tracing::debug!(error = %e, "master unix socket unusable, using tcp"),
+            }
+        }
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::new(
                 ErrorCode::RpcFail,
@@ -236,17 +288,32 @@ impl RpcPool {
             }
             Err(e) => return Err(unreachable(&e)),
         };
-        let spin = caller_spin_window(CALLER_SPIN, ANSWER_SPIN);
         let rd = SpinStream::new(stream, spin, self.call_timeout).map_err(|e| unreachable(&e))?;
-        let wr = rd.try_clone().map_err(|e| unreachable(&e))?;
+        self.greet_sync(SyncSocket::Tcp(rd), None)
+    }
+
+    /// Says `Hello` on a new blocking connection (refusing a master whose epoch is not
+    /// `expect_epoch`, when given) and asks for a master thread of its own.
+    fn greet_sync(&self, sock: SyncSocket, expect_epoch: Option<u64>) -> Result<SyncConn> {
+        let wr = sock
+            .try_clone()
+            .map_err(|e| Error::new(ErrorCode::RpcFail, format!("master rpc failed: {e}")))?;
         let mut conn = SyncConn {
-            rd: std::io::BufReader::with_capacity(64 << 10, rd),
+            rd: std::io::BufReader::with_capacity(64 << 10, sock),
             wr,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
         };
         let hello = self.hello_request();
         let answer = Self::round_trip_sync(&mut conn, 0, &hello)?;
+        if let (Some(want), MasterResponse::Hello { epoch, .. }) = (expect_epoch, &answer)
+            && *epoch != want
+        {
+            return Err(Error::new(
+                ErrorCode::RpcFail,
+                format!("another master on the unix socket: epoch={epoch} expected={want}"),
+            ));
+        }
         self.accept_hello(answer)?;
         // This connection's callers wait on it synchronously: ask the master to serve it from
         // a thread of its own. A master without that answers an error; the connection then

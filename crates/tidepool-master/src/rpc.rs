@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tidepool_common::{ClientId, ErrorCode};
+use tidepool_proto::blocking::Socket;
 use tidepool_proto::frame::{self, FrameError, FrameKind};
 use tidepool_proto::master::{MasterRequest, MasterResponse};
 use tidepool_proto::wait::{spin_ready, spin_window};
@@ -47,8 +48,16 @@ static DEDICATED: AtomicUsize = AtomicUsize::new(0);
 /// Serves clients on `listener` until `shutdown` turns true. Also runs the tick worker.
 pub async fn run(listener: TcpListener, state: SharedState, mut shutdown: watch::Receiver<bool>) {
     let ticker = tokio::spawn(tick_worker(state.clone(), shutdown.clone()));
+    let local = listener.local_addr().ok().and_then(bind_local);
     loop {
         tokio::select! {
+            accepted = accept_local(local.as_ref()) => match accepted {
+                Ok(stream) => dedicate_local(stream, &state, &shutdown),
+                Err(e) => {
+                    warn!(error = %e, "rpc unix accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     debug!(%peer, "rpc connection");
@@ -60,10 +69,11 @@ pub async fn run(listener: TcpListener, state: SharedState, mut shutdown: watch:
                         match handoff.map(|(s, c)| (s.into_std(), c)) {
                             Some((Ok(stream), client)) => {
                                 let st = state.clone();
+                                let peer = peer.to_string();
                                 let spawned = std::thread::Builder::new()
                                     .name("master-conn".into())
                                     .spawn(move || {
-                                        serve_blocking(stream, &st, &shutdown, client);
+                                        serve_blocking(stream, &peer, &st, &shutdown, client);
                                         DEDICATED.fetch_sub(1, Ordering::Relaxed);
                                         st.metrics.connection_closed();
                                     });
@@ -93,6 +103,77 @@ pub async fn run(listener: TcpListener, state: SharedState, mut shutdown: watch:
     }
     ticker.abort();
     info!("rpc server stopped");
+}
+
+/// Also listens on the abstract Unix socket of `addr` (see
+/// `tidepool_proto::blocking::local_socket_name`), for same-host clients' blocking
+/// connections. `None` when that name is taken (another master on the same port bound to
+/// another address of this host) or the feature is off: those clients use TCP.
+fn bind_local(addr: std::net::SocketAddr) -> Option<tokio::net::UnixListener> {
+    use std::os::linux::net::SocketAddrExt;
+    if !tidepool_proto::blocking::local_socket_enabled() {
+        return None;
+    }
+    let name = tidepool_proto::blocking::local_socket_name(addr);
+    let bound = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .and_then(|sa| std::os::unix::net::UnixListener::bind_addr(&sa))
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::UnixListener::from_std);
+    match bound {
+        Ok(l) => {
+            info!(%name, "rpc also on an abstract unix socket for same-host clients");
+            Some(l)
+        }
+        Err(e) => {
+            warn!(%name, error = %e, "no unix socket for same-host clients; they use tcp");
+            None
+        }
+    }
+}
+
+async fn accept_local(
+    l: Option<&tokio::net::UnixListener>,
+) -> std::io::Result<tokio::net::UnixStream> {
+    match l {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves a same-host connection from a thread of its own, as a `Dedicate`d TCP one: only
+/// clients' blocking connections come this way. Over the cap it is closed at once, and the
+/// client falls back to TCP.
+fn dedicate_local(
+    stream: tokio::net::UnixStream,
+    state: &SharedState,
+    shutdown: &watch::Receiver<bool>,
+) {
+    if DEDICATED.fetch_add(1, Ordering::Relaxed) >= MAX_DEDICATED {
+        DEDICATED.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot hand the unix connection to a thread");
+            DEDICATED.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    state.metrics.connection_opened();
+    let (st, shutdown) = (state.clone(), shutdown.clone());
+    let spawned = std::thread::Builder::new()
+        .name("master-conn".into())
+        .spawn(move || {
+            serve_blocking(stream, "unix", &st, &shutdown, None);
+            DEDICATED.fetch_sub(1, Ordering::Relaxed);
+            st.metrics.connection_closed();
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start a connection thread");
+        DEDICATED.fetch_sub(1, Ordering::Relaxed);
+        state.metrics.connection_closed();
+    }
 }
 
 /// Runs `MasterState::tick` periodically: dead-client reaping, put release timeout, proactive
@@ -235,23 +316,23 @@ async fn serve_connection(
 /// calls fewer per request than the runtime's poller; used only by clients whose callers wait
 /// synchronously). Checks for shutdown every `IDLE_CHECK`; a frame must arrive whole within
 /// `FRAME_TIMEOUT` of its first byte.
-fn serve_blocking(
-    stream: std::net::TcpStream,
+fn serve_blocking<S: Socket>(
+    stream: S,
+    peer: &str,
     state: &SharedState,
     shutdown: &watch::Receiver<bool>,
     mut client: Option<ClientId>,
 ) {
-    use std::io::{BufRead, Read, Write};
+    use std::io::{BufRead, Read};
     const IDLE_CHECK: Duration = Duration::from_millis(500);
     const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
-    let peer = stream.peer_addr().ok();
     let setup = stream
         .set_nonblocking(false)
         .and_then(|()| stream.try_clone());
     let mut wr = match setup {
         Ok(w) => w,
         Err(e) => {
-            warn!(?peer, error = %e, "cannot serve the connection from a thread");
+            warn!(%peer, error = %e, "cannot serve the connection from a thread");
             return;
         }
     };
@@ -283,7 +364,7 @@ fn serve_blocking(
             Err(FrameError::Closed) => return,
             Err(e) => {
                 state.metrics.malformed_frame();
-                warn!(?peer, error = %e, "closing rpc connection after malformed frame");
+                warn!(%peer, error = %e, "closing rpc connection after malformed frame");
                 return;
             }
         };

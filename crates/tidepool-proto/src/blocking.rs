@@ -73,6 +73,8 @@ pub trait Socket: Read + Write + std::os::fd::AsFd + Sized {
     fn set_nonblocking(&self, on: bool) -> std::io::Result<()>;
     /// `try_clone` of the std socket.
     fn try_clone(&self) -> std::io::Result<Self>;
+    /// `set_read_timeout` of the std socket.
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()>;
 }
 
 impl Socket for std::net::TcpStream {
@@ -81,6 +83,9 @@ impl Socket for std::net::TcpStream {
     }
     fn try_clone(&self) -> std::io::Result<Self> {
         std::net::TcpStream::try_clone(self)
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        std::net::TcpStream::set_read_timeout(self, t)
     }
 }
 
@@ -91,6 +96,52 @@ impl Socket for std::os::unix::net::UnixStream {
     fn try_clone(&self) -> std::io::Result<Self> {
         std::os::unix::net::UnixStream::try_clone(self)
     }
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        std::os::unix::net::UnixStream::set_read_timeout(self, t)
+    }
+}
+
+/// The abstract Unix socket name (Linux; scoped to the network namespace, like loopback) on
+/// which a master listening on TCP `addr` also accepts same-host connections: a Unix socket
+/// round trip costs about 4 µs less than a loopback TCP one on the 2-vCPU VM (12.7 against
+/// 16.5 µs). A master bound to every address (`0.0.0.0`, `::`) is `*:port`. The kernel lets
+/// one TCP listener own an address and port, so a name points at exactly one master.
+pub fn local_socket_name(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("tidepool-master/*:{}", addr.port())
+    } else {
+        format!("tidepool-master/{addr}")
+    }
+}
+
+/// Whether same-host master connections may use the abstract Unix socket
+/// (`TIDEPOOL_MASTER_UNIX=0` turns it off, on either side).
+pub fn local_socket_enabled() -> bool {
+    std::env::var("TIDEPOOL_MASTER_UNIX").map_or(true, |v| v.trim() != "0")
+}
+
+/// Connects to the master at `addr` (`host:port`) over its abstract Unix socket when one is
+/// listening in this network namespace: the one named for the resolved address, else the
+/// one of a master bound to every address on that port. `None` when there is none (or the
+/// feature is off): the caller uses TCP.
+pub fn connect_local(addr: &str) -> Option<std::os::unix::net::UnixStream> {
+    use std::net::ToSocketAddrs;
+    use std::os::linux::net::SocketAddrExt;
+    if !local_socket_enabled() {
+        return None;
+    }
+    for a in addr.to_socket_addrs().ok()? {
+        let any = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), a.port());
+        for name in [local_socket_name(a), local_socket_name(any)] {
+            let Ok(sa) = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()) else {
+                continue;
+            };
+            if let Ok(s) = std::os::unix::net::UnixStream::connect_addr(&sa) {
+                return Some(s);
+            }
+        }
+    }
+    None
 }
 
 /// A non-blocking socket read and written as a blocking one: an operation that would block

@@ -165,7 +165,11 @@ impl RingConsumer {
                 head += to_end;
                 continue;
             }
-            if total < REC_HDR as u64 || !total.is_multiple_of(8) || total > to_end || head + total > tail {
+            if total < REC_HDR as u64
+                || !total.is_multiple_of(8)
+                || total > to_end
+                || head + total > tail
+            {
                 return Err(Corrupt(format!(
                     "seal ring record of bad length: len={total} head={head} tail={tail}"
                 )));

@@ -472,6 +472,12 @@ fn dedicated_master_connections_answer_and_let_the_master_stop() {
     for t in threads {
         t.join().expect("caller thread");
     }
+    // The master is on this host: the caller threads' connections use its abstract Unix
+    // socket (listed with the name of the listener, once per accepted connection).
+    let name = format!("@tidepool-master/{rpc}");
+    let unix = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
+    let n = unix.lines().filter(|l| l.ends_with(&name)).count();
+    assert!(n >= 2, "{n} sockets named {name}");
     let pid = nix::unistd::Pid::from_raw(m.child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let started = std::time::Instant::now();
