@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tidepool_common::{ClientId, ErrorCode};
 use tidepool_proto::blocking::Socket;
 use tidepool_proto::frame::{self, FrameError, FrameKind};
-use tidepool_proto::master::{MasterRequest, MasterResponse};
+use tidepool_proto::master::{KeyLookup, MasterRequest, MasterResponse};
 use tidepool_proto::wait::{spin_ready, spin_window};
 use tidepool_proto::{MIN_COMPATIBLE_VERSION, PROTOCOL_VERSION};
 use tokio::io::BufReader;
@@ -226,10 +226,10 @@ async fn serve_connection(
             let _ = spin_ready(rd.get_ref().readable(), spin_window(NEXT_REQUEST_SPIN)).await;
         }
         let read = tokio::select! {
-            r = frame::read_frame::<_, MasterRequest>(&mut rd, &mut rbuf) => r,
+            r = frame::read_frame_raw(&mut rd, &mut rbuf) => r,
             _ = shutdown.changed() => return None,
         };
-        let (hdr, msg) = match read {
+        let hdr = match read {
             Ok(x) => x,
             Err(FrameError::Closed) => return None,
             Err(FrameError::BadVersion(v)) => {
@@ -259,24 +259,19 @@ async fn serve_connection(
         if hdr.payload_len > 0 && frame::discard(&mut rd, hdr.payload_len).await.is_err() {
             return None;
         }
-        let mut dedicate = matches!(msg, Ok(MasterRequest::Dedicate));
+        let asks_dedicate = MasterRequest::is_dedicate(&rbuf);
+        let mut dedicate = asks_dedicate;
         if dedicate && DEDICATED.fetch_add(1, Ordering::Relaxed) >= MAX_DEDICATED {
             DEDICATED.fetch_sub(1, Ordering::Relaxed);
             dedicate = false;
         }
-        let resp = match msg {
-            Ok(MasterRequest::Dedicate) if !dedicate => MasterResponse::Error {
+        let resp = if asks_dedicate && !dedicate {
+            MasterResponse::Error {
                 code: ErrorCode::InvalidParams,
                 message: format!("no dedicated connection left (at most {MAX_DEDICATED})"),
-            },
-            Err(e) => {
-                state.metrics.malformed_frame();
-                MasterResponse::Error {
-                    code: ErrorCode::InvalidParams,
-                    message: format!("malformed request: {e}"),
-                }
             }
-            Ok(req) => handle(&state, &mut client, req),
+        } else {
+            dispatch(&state, &mut client, &rbuf)
         };
         if frame::write_frame(
             &mut wr,
@@ -359,7 +354,7 @@ fn serve_blocking<S: Socket>(
             }
         }
         let _ = rd.get_ref().set_read_timeout(Some(FRAME_TIMEOUT));
-        let (hdr, msg) = match frame::read_frame_sync::<_, MasterRequest>(&mut rd, &mut rbuf) {
+        let hdr = match frame::read_frame_raw_sync(&mut rd, &mut rbuf) {
             Ok(x) => x,
             Err(FrameError::Closed) => return,
             Err(e) => {
@@ -374,16 +369,7 @@ fn serve_blocking<S: Socket>(
                 return;
             }
         }
-        let resp = match msg {
-            Err(e) => {
-                state.metrics.malformed_frame();
-                MasterResponse::Error {
-                    code: ErrorCode::InvalidParams,
-                    message: format!("malformed request: {e}"),
-                }
-            }
-            Ok(req) => handle(state, &mut client, req),
-        };
+        let resp = dispatch(state, &mut client, &rbuf);
         wbuf.clear();
         if frame::encode_frame(&mut wbuf, FrameKind::Response, hdr.request_id, &resp, 0).is_err()
             || wr.write_all(&wbuf).is_err()
@@ -450,6 +436,57 @@ fn facts_of(state: &SharedState, req: &MasterRequest) -> RequestFacts {
         put_sizes,
         remount,
     }
+}
+
+/// Decodes the request in `meta` and answers it. Lookups (`GetReplicas`, `Exist`) borrow their
+/// keys from `meta` (`KeyLookup`); every other request is decoded as a `MasterRequest`.
+fn dispatch(state: &SharedState, client: &mut Option<ClientId>, meta: &[u8]) -> MasterResponse {
+    if let Some(lookup) = KeyLookup::peek(meta) {
+        return handle_lookup(state, client, lookup);
+    }
+    match frame::decode_message::<MasterRequest>(meta) {
+        Ok(req) => handle(state, client, req),
+        Err(e) => {
+            state.metrics.malformed_frame();
+            MasterResponse::Error {
+                code: ErrorCode::InvalidParams,
+                message: format!("malformed request: {e}"),
+            }
+        }
+    }
+}
+
+/// [`handle`] for a lookup whose keys are borrowed.
+fn handle_lookup(
+    state: &SharedState,
+    client: &mut Option<ClientId>,
+    lookup: KeyLookup<'_>,
+) -> MasterResponse {
+    let started = Instant::now();
+    let (op, keys) = match &lookup {
+        KeyLookup::GetReplicas(k) => (RpcOp::GetReplicas, k.len()),
+        KeyLookup::Exist(k) => (RpcOp::Exist, k.len()),
+    };
+    let resp = match *client {
+        None => MasterResponse::Error {
+            code: ErrorCode::ClientNotFound,
+            message: "send Hello before any other request".into(),
+        },
+        Some(id) => {
+            let mut st = state.lock();
+            match lookup {
+                KeyLookup::GetReplicas(k) => MasterResponse::Replicas(st.get_replicas(id, &k)),
+                KeyLookup::Exist(k) => MasterResponse::Codes(st.exist(&k)),
+            }
+        }
+    };
+    let facts = RequestFacts {
+        keys,
+        put_sizes: Vec::new(),
+        remount: false,
+    };
+    state.metrics.record(op, &facts, &resp, started.elapsed());
+    resp
 }
 
 /// Turns one request into one response, and counts it.

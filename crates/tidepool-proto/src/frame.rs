@@ -238,6 +238,17 @@ pub async fn read_frame<R: AsyncRead + Unpin, M: DeserializeOwned>(
     r: &mut R,
     scratch: &mut Vec<u8>,
 ) -> Result<(FrameHeader, Result<M, FrameError>), FrameError> {
+    let hdr = read_frame_raw(r, scratch).await?;
+    let msg = postcard::from_bytes(scratch).map_err(FrameError::Decode);
+    Ok((hdr, msg))
+}
+
+/// [`read_frame`] that leaves the message undecoded in `scratch` (for a receiver that decodes
+/// some messages borrowing from the buffer).
+pub async fn read_frame_raw<R: AsyncRead + Unpin>(
+    r: &mut R,
+    scratch: &mut Vec<u8>,
+) -> Result<FrameHeader, FrameError> {
     let mut hb = [0u8; HEADER_LEN];
     match r.read_exact(&mut hb[..1]).await {
         Ok(_) => {}
@@ -249,8 +260,7 @@ pub async fn read_frame<R: AsyncRead + Unpin, M: DeserializeOwned>(
     scratch.clear();
     scratch.resize(hdr.meta_len as usize, 0);
     r.read_exact(scratch).await?;
-    let msg = postcard::from_bytes(scratch).map_err(FrameError::Decode);
-    Ok((hdr, msg))
+    Ok(hdr)
 }
 
 /// [`read_frame`] on a blocking reader (see [`crate::blocking`]).
@@ -258,6 +268,16 @@ pub fn read_frame_sync<R: std::io::Read, M: DeserializeOwned>(
     r: &mut R,
     scratch: &mut Vec<u8>,
 ) -> Result<(FrameHeader, Result<M, FrameError>), FrameError> {
+    let hdr = read_frame_raw_sync(r, scratch)?;
+    let msg = postcard::from_bytes(scratch).map_err(FrameError::Decode);
+    Ok((hdr, msg))
+}
+
+/// [`read_frame_raw`] on a blocking reader.
+pub fn read_frame_raw_sync<R: std::io::Read>(
+    r: &mut R,
+    scratch: &mut Vec<u8>,
+) -> Result<FrameHeader, FrameError> {
     let mut hb = [0u8; HEADER_LEN];
     match r.read_exact(&mut hb[..1]) {
         Ok(()) => {}
@@ -269,8 +289,7 @@ pub fn read_frame_sync<R: std::io::Read, M: DeserializeOwned>(
     scratch.clear();
     scratch.resize(hdr.meta_len as usize, 0);
     r.read_exact(scratch)?;
-    let msg = postcard::from_bytes(scratch).map_err(FrameError::Decode);
-    Ok((hdr, msg))
+    Ok(hdr)
 }
 
 /// Decodes a frame's message from its meta bytes (for callers that read frames themselves).

@@ -126,6 +126,44 @@ pub enum PutStartResult {
     Failed(ErrorCode),
 }
 
+/// A key-list lookup (`GetReplicas`, `Exist`: every get and existence check) decoded with its
+/// keys borrowed from the received frame. Decoding `MasterRequest` allocates one `String` per
+/// key and frees it right after; for a 64-key `batch_is_exist` that was a third of the
+/// master's CPU (perf, `docs/benchmarks.md`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyLookup<'a> {
+    /// `MasterRequest::GetReplicas`.
+    GetReplicas(Vec<&'a str>),
+    /// `MasterRequest::Exist`.
+    Exist(Vec<&'a str>),
+}
+
+/// postcard's tag (varint variant index) of `MasterRequest::GetReplicas`.
+const GET_REPLICAS_TAG: u8 = 7;
+/// postcard's tag of `MasterRequest::Exist`.
+const EXIST_TAG: u8 = 8;
+
+impl<'a> KeyLookup<'a> {
+    /// The lookup encoded in `meta` (a frame's message bytes), or `None` when `meta` holds
+    /// another request or is malformed (decode it as a `MasterRequest` then, for the error).
+    pub fn peek(meta: &'a [u8]) -> Option<Self> {
+        let (&tag, rest) = meta.split_first()?;
+        match tag {
+            GET_REPLICAS_TAG => postcard::from_bytes(rest).ok().map(Self::GetReplicas),
+            EXIST_TAG => postcard::from_bytes(rest).ok().map(Self::Exist),
+            _ => None,
+        }
+    }
+}
+
+impl MasterRequest {
+    /// Whether `meta` (a frame's message bytes) is a `Dedicate` request, without decoding it.
+    pub fn is_dedicate(meta: &[u8]) -> bool {
+        // A unit variant is its tag alone.
+        postcard::to_stdvec(&MasterRequest::Dedicate).is_ok_and(|d| d == meta)
+    }
+}
+
 /// A response from the master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MasterResponse {
@@ -221,4 +259,48 @@ pub struct MasterStats {
     pub put_releases: u64,
     /// Readable versions replaced by an upsert.
     pub upsert_replacements: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_lookups_decode_borrowed_and_nothing_else_does() {
+        let keys = vec!["a".to_string(), "bé".to_string(), String::new()];
+        let enc = |r: &MasterRequest| postcard::to_stdvec(r).unwrap();
+        let exist = enc(&MasterRequest::Exist(keys.clone()));
+        assert_eq!(
+            KeyLookup::peek(&exist),
+            Some(KeyLookup::Exist(vec!["a", "bé", ""]))
+        );
+        let get = enc(&MasterRequest::GetReplicas(keys.clone()));
+        assert_eq!(
+            KeyLookup::peek(&get),
+            Some(KeyLookup::GetReplicas(vec!["a", "bé", ""]))
+        );
+        // Every other request goes the owned way.
+        for r in [
+            MasterRequest::Heartbeat,
+            MasterRequest::PutRevoke(vec![]),
+            MasterRequest::Remove {
+                keys: keys.clone(),
+                force: false,
+            },
+            MasterRequest::Dedicate,
+        ] {
+            assert_eq!(KeyLookup::peek(&enc(&r)), None, "{r:?}");
+        }
+        // Malformed (truncated, not UTF-8): `None`, and the owned decode reports the error.
+        assert_eq!(KeyLookup::peek(&exist[..exist.len() - 2]), None);
+        let mut bad = enc(&MasterRequest::Exist(vec!["ab".into()]));
+        let n = bad.len();
+        bad[n - 1] = 0xff;
+        assert_eq!(KeyLookup::peek(&bad), None);
+        assert!(postcard::from_bytes::<MasterRequest>(&bad).is_err());
+        assert_eq!(KeyLookup::peek(&[]), None);
+        assert!(MasterRequest::is_dedicate(&enc(&MasterRequest::Dedicate)));
+        assert!(!MasterRequest::is_dedicate(&enc(&MasterRequest::Heartbeat)));
+        assert!(!MasterRequest::is_dedicate(&exist));
+    }
 }

@@ -63,10 +63,10 @@ impl MasterState {
 
     /// Looks objects up for reading. Readable: COMPLETE replicas, the caller's own segments
     /// first, then its host's, then the rest; grants a lease. In flight -> -703; absent -> -704.
-    pub fn get_replicas(
+    pub fn get_replicas<K: AsRef<str>>(
         &mut self,
         client: ClientId,
-        keys: &[String],
+        keys: &[K],
     ) -> Vec<Result<ObjectView, ErrorCode>> {
         let now = self.now();
         self.clients.touch(client, now);
@@ -81,6 +81,7 @@ impl MasterState {
             .iter()
             .rev()
             .map(|key| {
+                let key = key.as_ref();
                 check_key(key)?;
                 self.counters.get_total += 1;
                 let idx = self.objects.find(key).ok_or(ErrorCode::ObjectNotFound)?;
@@ -102,13 +103,14 @@ impl MasterState {
     }
 
     /// Existence: 1 readable (grants a lease), 0 absent or in flight, negative for a bad key.
-    pub fn exist(&mut self, keys: &[String]) -> Vec<i32> {
+    pub fn exist<K: AsRef<str>>(&mut self, keys: &[K]) -> Vec<i32> {
         let now = self.now();
         // Last key first: see the module docs (batch order).
         let mut out: Vec<i32> = keys
             .iter()
             .rev()
             .map(|key| {
+                let key = key.as_ref();
                 if let Err(e) = check_key(key) {
                     return e.as_i32();
                 }
