@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tidepool_common::{ClientId, ErrorCode};
-use tidepool_proto::blocking::Socket;
+use tidepool_proto::blocking::{self, Socket};
 use tidepool_proto::frame::{self, FrameError, FrameKind};
 use tidepool_proto::master::{KeyLookup, MasterRequest, MasterResponse};
-use tidepool_proto::wait::{spin_ready, spin_window};
+use tidepool_proto::wait::{caller_spin_window, spin_ready, spin_window};
 use tidepool_proto::{MIN_COMPATIBLE_VERSION, PROTOCOL_VERSION};
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
@@ -34,6 +34,10 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a connection polls for the client's next request before parking.
 const NEXT_REQUEST_SPIN: Duration = Duration::from_micros(50);
+/// The same for a dedicated connection's thread (`TIDEPOOL_SPIN_US` overrides; 0 turns it
+/// off): its client waits for each answer synchronously, and polling for its next request
+/// saves the thread's wake-up from `recv`; the thread yields the core between polls.
+const NEXT_REQUEST_SPIN_DEDICATED: Duration = Duration::from_micros(50);
 
 /// Shared handle to the master's state and metrics.
 pub type SharedState = Arc<Master>;
@@ -333,27 +337,35 @@ fn serve_blocking<S: Socket>(
     };
     let mut rd = std::io::BufReader::with_capacity(64 << 10, stream);
     let (mut rbuf, mut wbuf) = (Vec::new(), Vec::new());
+    let spin = caller_spin_window(NEXT_REQUEST_SPIN_DEDICATED, NEXT_REQUEST_SPIN_DEDICATED);
+    let _ = rd.get_ref().set_read_timeout(Some(FRAME_TIMEOUT));
     loop {
-        // Wait for the next request's first byte, looking up now and then for shutdown.
-        let _ = rd.get_ref().set_read_timeout(Some(IDLE_CHECK));
-        loop {
-            if *shutdown.borrow() {
-                return;
+        // A client's next request (a put's commit after its copy) tends to follow within
+        // microseconds: poll for it briefly, yielding the core, before sleeping in `recv`.
+        if rd.buffer().is_empty() && blocking::spin_until_readable(rd.get_ref().as_fd(), spin) {
+            // Ready: read it under the frame timeout already set.
+        } else if rd.buffer().is_empty() {
+            // Wait for the next request's first byte, looking up now and then for shutdown.
+            let _ = rd.get_ref().set_read_timeout(Some(IDLE_CHECK));
+            loop {
+                if *shutdown.borrow() {
+                    return;
+                }
+                match rd.fill_buf() {
+                    Ok([]) => return,
+                    Ok(_) => break,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(_) => return,
+                }
             }
-            match rd.fill_buf() {
-                Ok([]) => return,
-                Ok(_) => break,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) => {}
-                Err(_) => return,
-            }
+            let _ = rd.get_ref().set_read_timeout(Some(FRAME_TIMEOUT));
         }
-        let _ = rd.get_ref().set_read_timeout(Some(FRAME_TIMEOUT));
         let hdr = match frame::read_frame_raw_sync(&mut rd, &mut rbuf) {
             Ok(x) => x,
             Err(FrameError::Closed) => return,

@@ -229,6 +229,24 @@ impl<S: Socket> Write for SpinStream<S> {
     }
 }
 
+/// Polls `fd` for readability for up to `window`, yielding the core between polls; true when
+/// it became readable (data, end of file or an error to read), false when the window passed
+/// (a zero window polls once).
+pub fn spin_until_readable(fd: std::os::fd::BorrowedFd<'_>, window: Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let start = Instant::now();
+    loop {
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        if matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+            return true;
+        }
+        if start.elapsed() >= window {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// Connects to `addr` (`host:port`, resolved here) within `timeout`, trying each address;
 /// `TCP_NODELAY` is set (small requests must not wait for Nagle's algorithm).
 pub fn connect(addr: &str, timeout: Duration) -> std::io::Result<std::net::TcpStream> {
