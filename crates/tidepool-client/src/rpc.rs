@@ -21,6 +21,8 @@ use tidepool_proto::{MIN_COMPATIBLE_VERSION, PROTOCOL_VERSION};
 const ANSWER_SPIN: Duration = Duration::from_micros(200);
 /// The default of that window on a caller's thread.
 const CALLER_SPIN: Duration = Duration::from_micros(100);
+/// How long the master's Unix socket may take to answer `Hello` before TCP is used instead.
+const LOCAL_HELLO_TIMEOUT: Duration = Duration::from_secs(1);
 use std::io::{Read, Write};
 pub use tidepool_proto::blocking::on_caller_thread;
 use tidepool_proto::blocking::{SpinStream, is_caller_thread};
@@ -44,6 +46,13 @@ enum SyncSocket {
 }
 
 impl SyncSocket {
+    fn set_timeout(&mut self, t: Duration) {
+        match self {
+            Self::Tcp(s) => s.set_timeout(t),
+            Self::Unix(s) => s.set_timeout(t),
+        }
+    }
+
     fn try_clone(&self) -> std::io::Result<Self> {
         Ok(match self {
             Self::Tcp(s) => Self::Tcp(s.try_clone()?),
@@ -120,6 +129,8 @@ pub struct RpcPool {
     hello: HelloInfo,
     session: parking_lot::Mutex<Option<Session>>,
     metrics: std::sync::Arc<crate::metrics::ClientMetrics>,
+    /// The master's Unix socket failed once: blocking connections use TCP from then on.
+    local_unusable: std::sync::atomic::AtomicBool,
 }
 
 fn env_ms(name: &str, default: u64) -> Option<Duration> {
@@ -158,6 +169,7 @@ impl RpcPool {
             hello,
             session: parking_lot::Mutex::new(None),
             metrics,
+            local_unusable: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -261,15 +273,29 @@ impl RpcPool {
     /// (same epoch); else over TCP.
     fn connect_sync(&self) -> Result<SyncConn> {
         let spin = caller_spin_window(CALLER_SPIN, ANSWER_SPIN);
-        if let Some(stream) = tidepool_proto::blocking::connect_local(&self.addr) {
+        let try_local = !self.local_unusable.load(Ordering::Relaxed);
+        if let Some(stream) = try_local
+            .then(|| tidepool_proto::blocking::connect_local(&self.addr))
+            .flatten()
+        {
             let known = self.session().map(|s| s.epoch);
-            let local = SpinStream::new(stream, spin, self.call_timeout)
+            // Whatever holds the name must answer `Hello` promptly, or TCP is used.
+            let hello_timeout = self.call_timeout.min(LOCAL_HELLO_TIMEOUT);
+            let local = SpinStream::new(stream, spin, hello_timeout)
                 .map(SyncSocket::Unix)
                 .map_err(|e| Error::new(ErrorCode::RpcFail, e.to_string()))
                 .and_then(|s| self.greet_sync(s, known));
             match local {
-                Ok(conn) => return Ok(conn),
-                Err(e) => tracing::debug!(error = %e, "master unix socket unusable, using tcp"),
+                Ok(mut conn) => {
+                    conn.rd.get_mut().set_timeout(self.call_timeout);
+                    conn.wr.set_timeout(self.call_timeout);
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    // Not again for this pool: whatever holds the name may cost a timeout.
+                    self.local_unusable.store(true, Ordering::Relaxed);
+                    tracing::info!(error = %e, "master unix socket unusable, using tcp");
+                }
             }
         }
         let unreachable = |e: &dyn std::fmt::Display| {

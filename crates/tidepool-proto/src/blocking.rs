@@ -166,6 +166,11 @@ impl<S: Socket> SpinStream<S> {
         })
     }
 
+    /// Changes how long an operation may wait from now on.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// A second handle on the same socket (one reads while the other writes).
     pub fn try_clone(&self) -> std::io::Result<Self> {
         Ok(Self {

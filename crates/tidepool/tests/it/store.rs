@@ -493,3 +493,55 @@ fn dedicated_master_connections_answer_and_let_the_master_stop() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Something else holds the master's Unix socket name (a process that hangs up at once, one
+/// that never answers): caller-thread connections fall back to TCP within the `Hello` timeout,
+/// and every call succeeds.
+#[test]
+fn master_unix_socket_impostors_fall_back_to_tcp() {
+    use std::os::linux::net::SocketAddrExt;
+    use tidepool_client::rpc::on_caller_thread;
+    for silent in [false, true] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let name = format!("tidepool-master/127.0.0.1:{port}");
+        let sa = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let fake = std::os::unix::net::UnixListener::bind_addr(&sa).unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in fake.incoming().flatten() {
+                if silent {
+                    held.push(s);
+                }
+            }
+        });
+        let m = master(&[&format!("--rpc_port={port}")]);
+        let rpc = m.field("rpc");
+        assert_eq!(rpc, format!("127.0.0.1:{port}"));
+        let _n = node(&rpc, "16MB");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let c = rt.block_on(client(&rpc));
+        let started = std::time::Instant::now();
+        on_caller_thread(|| {
+            for i in 0..20 {
+                let key = format!("imp-{silent}-{i}");
+                rt.block_on(c.put(&key, &pattern(3, 4096), &ReplicateConfig::default()))
+                    .expect("put");
+                assert_eq!(rt.block_on(c.batch_exist(&[&key])), vec![1]);
+                assert_eq!(rt.block_on(c.get(&key)).expect("get"), pattern(3, 4096));
+            }
+        });
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "silent={silent}: {:?}",
+            started.elapsed()
+        );
+    }
+}
