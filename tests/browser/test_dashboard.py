@@ -235,10 +235,19 @@ def test_dashboard_shows_what_metrics_say(cluster, browser, out_dir):
 
     # The charts have the load in them: the feed's history shows puts, and the ops chart has
     # pixels in the put series colour.
-    _, _, body = http(f"http://{admin}/api/v1/dashboard")
-    hist = json.loads(body)["history"]
-    assert any(p["put_ops"] > 0 for p in hist), hist[-5:]
-    assert any(p["get_bytes_per_s"] > 0 for p in hist)
+    # The master samples its counters once a second, and on a fast machine the whole load
+    # fits between two samples: wait (a few samples at most) for one taken after it.
+    def history():
+        _, _, body = http(f"http://{admin}/api/v1/dashboard")
+        return json.loads(body)["history"]
+
+    def loaded(hist):
+        return any(p["put_ops"] > 0 for p in hist) and any(p["get_bytes_per_s"] > 0 for p in hist)
+
+    try:
+        wait_for(lambda: loaded(history()), 5, "a history sample after the load")
+    except AssertionError:
+        raise AssertionError(f"no load in the history: {history()[-5:]}") from None
     time.sleep(1.6)  # one more poll so the chart was drawn with that history
     browser.save_screenshot(str(out_dir / "dashboard.png"))
     series_rgb = [(79, 195, 247), (129, 199, 132), (255, 183, 77)]
