@@ -36,7 +36,42 @@ struct SyncConn {
     wr: SyncSocket,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
+    /// Set once the master took a mailbox for this connection (Unix socket only).
+    mailbox: Option<ConnMailbox>,
 }
+
+/// The client's end of a master mailbox (`tidepool_proto::mailbox`).
+struct ConnMailbox {
+    mb: tidepool_proto::mailbox::Mailbox,
+    /// Sequence number of the last request.
+    seq: u32,
+    /// How long an answer may take (the pool's call deadline).
+    timeout: Duration,
+    /// How long to poll for an answer before sleeping.
+    spin: Duration,
+    /// Scratch for the answer's bytes.
+    msg: Vec<u8>,
+}
+
+/// A blocking call's I/O failure: a timeout is -901, anything else -900.
+fn sync_io_error(e: std::io::Error) -> Error {
+    if matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ) {
+        Error::new(ErrorCode::RpcTimeout, "master call timed out")
+    } else {
+        Error::new(ErrorCode::RpcFail, format!("master rpc failed: {e}"))
+    }
+}
+
+/// A blocking call's framing failure: -900.
+fn sync_frame_error(e: frame::FrameError) -> Error {
+    Error::new(ErrorCode::RpcFail, format!("master rpc failed: {e}"))
+}
+
+/// How long a caller waiting on a mailbox sleeps between looks at the socket for a dead master.
+const MAILBOX_SLICE: Duration = Duration::from_millis(20);
 
 /// The socket of a blocking connection: the master's abstract Unix socket when it runs on
 /// this host (`tidepool_proto::blocking::connect_local`), else TCP.
@@ -46,6 +81,14 @@ enum SyncSocket {
 }
 
 impl SyncSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            Self::Tcp(s) => s.get_ref().as_fd(),
+            Self::Unix(s) => s.get_ref().as_fd(),
+        }
+    }
+
     fn set_timeout(&mut self, t: Duration) {
         match self {
             Self::Tcp(s) => s.set_timeout(t),
@@ -131,6 +174,8 @@ pub struct RpcPool {
     metrics: std::sync::Arc<crate::metrics::ClientMetrics>,
     /// The master's Unix socket failed once: blocking connections use TCP from then on.
     local_unusable: std::sync::atomic::AtomicBool,
+    /// A mailbox hand-over failed once: Unix connections stay on the socket from then on.
+    mailbox_unusable: std::sync::atomic::AtomicBool,
 }
 
 fn env_ms(name: &str, default: u64) -> Option<Duration> {
@@ -170,6 +215,9 @@ impl RpcPool {
             session: parking_lot::Mutex::new(None),
             metrics,
             local_unusable: std::sync::atomic::AtomicBool::new(false),
+            mailbox_unusable: std::sync::atomic::AtomicBool::new(
+                !tidepool_proto::mailbox::enabled(),
+            ),
         }
     }
 
@@ -289,7 +337,19 @@ impl RpcPool {
                 Ok(mut conn) => {
                     conn.rd.get_mut().set_timeout(self.call_timeout);
                     conn.wr.set_timeout(self.call_timeout);
-                    return Ok(conn);
+                    if self.mailbox_unusable.load(Ordering::Relaxed) {
+                        return Ok(conn);
+                    }
+                    match self.offer_mailbox(&mut conn, spin) {
+                        Ok(()) => return Ok(conn),
+                        Err(e) => {
+                            // The connection's state is unknown: drop it, and do without
+                            // mailboxes from now on.
+                            self.mailbox_unusable.store(true, Ordering::Relaxed);
+                            tracing::info!(error = %e, "master mailbox unusable, using the socket");
+                            return self.connect_sync();
+                        }
+                    }
                 }
                 Err(e) => {
                     // Not again for this pool: whatever holds the name may cost a timeout.
@@ -318,6 +378,39 @@ impl RpcPool {
         self.greet_sync(SyncSocket::Tcp(rd), None)
     }
 
+    /// Offers the master a mailbox for a new Unix connection: on `Done`, passes its memfd and
+    /// waits for the second `Done`. A master that declines (either time) leaves the connection
+    /// as it was (`Ok`); `Err` when the connection may be in an unknown state.
+    fn offer_mailbox(&self, conn: &mut SyncConn, spin: Duration) -> Result<()> {
+        use tidepool_proto::mailbox::{DEFAULT_AREA, Mailbox, send_fd};
+        let fail = |e: std::io::Error| {
+            Error::new(ErrorCode::RpcFail, format!("mailbox hand-over failed: {e}"))
+        };
+        let (mb, fd) = Mailbox::create(DEFAULT_AREA).map_err(fail)?;
+        match Self::round_trip_sync(conn, 0, &MasterRequest::Mailbox)? {
+            MasterResponse::Done => {}
+            other => {
+                tracing::debug!(answer = ?other, "master declined a mailbox");
+                return Ok(());
+            }
+        }
+        use std::os::fd::AsFd;
+        send_fd(conn.wr.as_fd(), fd.as_fd()).map_err(fail)?;
+        match Self::read_answer_sync(conn)? {
+            MasterResponse::Done => {
+                conn.mailbox = Some(ConnMailbox {
+                    seq: mb.seq(tidepool_proto::mailbox::Dir::Answer),
+                    mb,
+                    timeout: self.call_timeout,
+                    spin,
+                    msg: Vec::new(),
+                });
+            }
+            other => tracing::debug!(answer = ?other, "master refused the mailbox"),
+        }
+        Ok(())
+    }
+
     /// Says `Hello` on a new blocking connection (refusing a master whose epoch is not
     /// `expect_epoch`, when given) and asks for a master thread of its own.
     fn greet_sync(&self, sock: SyncSocket, expect_epoch: Option<u64>) -> Result<SyncConn> {
@@ -329,6 +422,7 @@ impl RpcPool {
             wr,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
+            mailbox: None,
         };
         let hello = self.hello_request();
         let answer = Self::round_trip_sync(&mut conn, 0, &hello)?;
@@ -358,22 +452,75 @@ impl RpcPool {
         id: u64,
         req: &MasterRequest,
     ) -> Result<MasterResponse> {
-        let fail = |e: std::io::Error| {
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) {
-                Error::new(ErrorCode::RpcTimeout, "master call timed out")
-            } else {
-                Error::new(ErrorCode::RpcFail, format!("master rpc failed: {e}"))
-            }
-        };
-        let bad = |e: frame::FrameError| {
-            Error::new(ErrorCode::RpcFail, format!("master rpc failed: {e}"))
-        };
+        let fail = sync_io_error;
+        let bad = sync_frame_error;
         conn.wbuf.clear();
         frame::encode_frame(&mut conn.wbuf, FrameKind::Request, id, req, 0).map_err(bad)?;
+        if conn.mailbox.is_some() {
+            return Self::mailbox_round_trip(conn);
+        }
         conn.wr.write_all(&conn.wbuf).map_err(fail)?;
+        Self::read_answer_sync(conn)
+    }
+
+    /// The request in `conn.wbuf` and its answer, through the connection's mailbox.
+    fn mailbox_round_trip(conn: &mut SyncConn) -> Result<MasterResponse> {
+        use tidepool_proto::mailbox::{Dir, peer_alive};
+        let fail = sync_io_error;
+        let SyncConn {
+            rd,
+            wr,
+            rbuf,
+            wbuf,
+            mailbox,
+        } = conn;
+        let m = mailbox
+            .as_mut()
+            .ok_or_else(|| Error::internal("no mailbox"))?;
+        m.seq = m.seq.wrapping_add(1);
+        if m.mb.fits(wbuf.len()) {
+            m.mb.post(Dir::Request, m.seq, Some(wbuf));
+        } else {
+            // Say so first: the master reads the socket only once it knows to.
+            m.mb.post(Dir::Request, m.seq, None);
+            wr.write_all(wbuf).map_err(fail)?;
+        }
+        let deadline = std::time::Instant::now() + m.timeout;
+        let last = m.seq.wrapping_sub(1);
+        let got =
+            m.mb.wait(
+                Dir::Answer,
+                last,
+                m.spin,
+                MAILBOX_SLICE,
+                Some(deadline),
+                || peer_alive(rd.get_ref().as_fd()),
+            )
+            .map_err(fail)?;
+        if got != m.seq {
+            return Err(Error::new(
+                ErrorCode::RpcFail,
+                format!("master answered request {got}, expected {}", m.seq),
+            ));
+        }
+        if m.mb.take(Dir::Answer, &mut m.msg).map_err(fail)? {
+            let bad = sync_frame_error;
+            let hdr = frame::read_frame_raw_sync(&mut &m.msg[..], rbuf).map_err(bad)?;
+            if hdr.payload_len > 0 {
+                return Err(Error::new(
+                    ErrorCode::RpcFail,
+                    "master answer with a payload",
+                ));
+            }
+            return frame::decode_message::<MasterResponse>(rbuf).map_err(bad);
+        }
+        Self::read_answer_sync(conn)
+    }
+
+    /// Reads one answer frame from the connection's socket.
+    fn read_answer_sync(conn: &mut SyncConn) -> Result<MasterResponse> {
+        let fail = sync_io_error;
+        let bad = sync_frame_error;
         let mut hb = [0u8; frame::HEADER_LEN];
         conn.rd.read_exact(&mut hb).map_err(fail)?;
         let hdr = frame::FrameHeader::decode(&hb).map_err(bad)?;

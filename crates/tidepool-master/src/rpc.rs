@@ -323,8 +323,6 @@ fn serve_blocking<S: Socket>(
     mut client: Option<ClientId>,
 ) {
     use std::io::{BufRead, Read};
-    const IDLE_CHECK: Duration = Duration::from_millis(500);
-    const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
     let setup = stream
         .set_nonblocking(false)
         .and_then(|()| stream.try_clone());
@@ -381,12 +379,121 @@ fn serve_blocking<S: Socket>(
                 return;
             }
         }
+        if MasterRequest::is_mailbox(&rbuf) {
+            match take_mailbox(&mut rd, &mut wr, hdr.request_id, client.is_some()) {
+                Ok(Some(mb)) => return serve_mailbox(mb, rd, wr, peer, state, shutdown, client),
+                Ok(None) => continue,
+                Err(()) => return,
+            }
+        }
+        let resp = dispatch(state, &mut client, &rbuf);
+        if answer(&mut wr, &mut wbuf, hdr.request_id, &resp).is_err() {
+            return;
+        }
+    }
+}
+
+/// How often an idle dedicated connection's thread looks up for shutdown (and, with a
+/// mailbox, for its client's hang-up).
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+/// A frame must arrive whole within this of its first byte.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Writes one answer frame.
+fn answer<W: std::io::Write>(
+    wr: &mut W,
+    wbuf: &mut Vec<u8>,
+    id: u64,
+    resp: &MasterResponse,
+) -> std::io::Result<()> {
+    wbuf.clear();
+    frame::encode_frame(wbuf, FrameKind::Response, id, resp, 0).map_err(std::io::Error::other)?;
+    wr.write_all(wbuf)
+}
+
+/// Serves a `Mailbox` request: answers `Done`, receives the memfd the client then sends,
+/// maps it and answers `Done` again (the mailbox), or answers an error and the connection goes
+/// on as before (`None`). `Err` when the connection broke.
+fn take_mailbox<S: Socket>(
+    rd: &mut std::io::BufReader<S>,
+    wr: &mut S,
+    id: u64,
+    greeted: bool,
+) -> Result<Option<tidepool_proto::mailbox::Mailbox>, ()> {
+    let mut wbuf = Vec::new();
+    let refuse = |wr: &mut S, wbuf: &mut Vec<u8>, message: String| {
+        let resp = MasterResponse::Error {
+            code: ErrorCode::InvalidParams,
+            message,
+        };
+        answer(wr, wbuf, id, &resp).map(|()| None).map_err(|_| ())
+    };
+    // The fd must be the next thing on the socket: nothing may sit in our read buffer.
+    if !greeted || !S::passes_fds() || !rd.buffer().is_empty() {
+        let why = "a mailbox needs a greeted, idle connection on the master's unix socket";
+        return refuse(wr, &mut wbuf, why.into());
+    }
+    answer(wr, &mut wbuf, id, &MasterResponse::Done).map_err(|_| ())?;
+    let fd = tidepool_proto::mailbox::recv_fd(rd.get_ref().as_fd()).map_err(|e| {
+        warn!(error = %e, "mailbox hand-over failed; closing the connection");
+    })?;
+    match tidepool_proto::mailbox::Mailbox::from_fd(fd) {
+        Ok(mb) => answer(wr, &mut wbuf, id, &MasterResponse::Done)
+            .map(|()| Some(mb))
+            .map_err(|_| ()),
+        Err(e) => refuse(wr, &mut wbuf, format!("mailbox refused: {e}")),
+    }
+}
+
+/// Serves a dedicated connection through its mailbox (`tidepool_proto::mailbox`): requests
+/// and answers in shared memory, the socket only for messages too large for it and to notice
+/// the client's hang-up.
+fn serve_mailbox<S: Socket>(
+    mb: tidepool_proto::mailbox::Mailbox,
+    mut rd: std::io::BufReader<S>,
+    mut wr: S,
+    peer: &str,
+    state: &SharedState,
+    shutdown: &watch::Receiver<bool>,
+    mut client: Option<ClientId>,
+) {
+    use tidepool_proto::mailbox::{Dir, peer_alive};
+    let spin = caller_spin_window(NEXT_REQUEST_SPIN_DEDICATED, NEXT_REQUEST_SPIN_DEDICATED);
+    let (mut msg, mut rbuf, mut wbuf) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last = mb.seq(Dir::Request);
+    loop {
+        let waited = mb.wait(Dir::Request, last, spin, IDLE_CHECK, None, || {
+            !*shutdown.borrow() && peer_alive(rd.get_ref().as_fd())
+        });
+        let Ok(seq) = waited else { return };
+        last = seq;
+        let hdr = match mb.take(Dir::Request, &mut msg) {
+            Ok(true) => frame::read_frame_raw_sync(&mut &msg[..], &mut rbuf),
+            Ok(false) => frame::read_frame_raw_sync(&mut rd, &mut rbuf),
+            Err(e) => Err(FrameError::Io(e)),
+        };
+        let hdr = match hdr {
+            Ok(h) if h.payload_len == 0 => h,
+            other => {
+                state.metrics.malformed_frame();
+                warn!(%peer, result = ?other.map(|h| h.payload_len), "closing mailbox connection after a malformed request");
+                return;
+            }
+        };
         let resp = dispatch(state, &mut client, &rbuf);
         wbuf.clear();
-        if frame::encode_frame(&mut wbuf, FrameKind::Response, hdr.request_id, &resp, 0).is_err()
-            || wr.write_all(&wbuf).is_err()
-        {
+        if frame::encode_frame(&mut wbuf, FrameKind::Response, hdr.request_id, &resp, 0).is_err() {
             return;
+        }
+        if mb.fits(wbuf.len()) {
+            mb.post(Dir::Answer, seq, Some(&wbuf));
+        } else {
+            // Say so first: the client reads the socket only once it knows to, and a large
+            // write would otherwise fill the socket and wait for it forever.
+            mb.post(Dir::Answer, seq, None);
+            if wr.write_all(&wbuf).is_err() {
+                return;
+            }
         }
     }
 }
@@ -411,7 +518,7 @@ fn op_of(req: &MasterRequest) -> RpcOp {
         MasterRequest::QueryKey(_) => RpcOp::QueryKey,
         MasterRequest::Stats => RpcOp::Stats,
         MasterRequest::Goodbye => RpcOp::Goodbye,
-        MasterRequest::Dedicate => RpcOp::Hello,
+        MasterRequest::Dedicate | MasterRequest::Mailbox => RpcOp::Hello,
     }
 }
 
@@ -622,5 +729,11 @@ fn serve(state: &SharedState, client: &mut Option<ClientId>, req: MasterRequest)
         }
         // Already served from a thread of its own (see `serve_connection`).
         MasterRequest::Dedicate => MasterResponse::Done,
+        // Taken by `serve_blocking` on a dedicated Unix connection; anywhere else there is
+        // no fd to receive.
+        MasterRequest::Mailbox => MasterResponse::Error {
+            code: ErrorCode::InvalidParams,
+            message: "a mailbox needs a dedicated connection on the master's unix socket".into(),
+        },
     }
 }

@@ -75,6 +75,10 @@ pub trait Socket: Read + Write + std::os::fd::AsFd + Sized {
     fn try_clone(&self) -> std::io::Result<Self>;
     /// `set_read_timeout` of the std socket.
     fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()>;
+    /// Whether file descriptors can cross this socket (`crate::mailbox::recv_fd`).
+    fn passes_fds() -> bool {
+        false
+    }
 }
 
 impl Socket for std::net::TcpStream {
@@ -98,6 +102,9 @@ impl Socket for std::os::unix::net::UnixStream {
     }
     fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
         std::os::unix::net::UnixStream::set_read_timeout(self, t)
+    }
+    fn passes_fds() -> bool {
+        true
     }
 }
 
@@ -164,6 +171,11 @@ impl<S: Socket> SpinStream<S> {
             spin,
             timeout,
         })
+    }
+
+    /// The wrapped socket.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
     }
 
     /// Changes how long an operation may wait from now on.

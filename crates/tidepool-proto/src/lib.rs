@@ -10,6 +10,7 @@
 //! - [`types`]: descriptors shared by both (replicas, segments, replicate config).
 //! - [`wait`]: waiting for the next frame with a bounded busy-poll (small-op latency).
 //! - [`blocking`]: blocking sockets for calls a caller drives from its own thread.
+//! - [`mailbox`]: a same-host client's master requests through shared memory.
 //!
 //! # Versioning (W19)
 //! Every frame carries [`PROTOCOL_VERSION`]. A peer accepts frames whose version lies in
@@ -19,6 +20,7 @@
 pub mod blocking;
 pub mod data;
 pub mod frame;
+pub mod mailbox;
 pub mod master;
 pub mod thin;
 pub mod types;

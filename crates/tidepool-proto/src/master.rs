@@ -93,6 +93,13 @@ pub enum MasterRequest {
     /// `Done`; a master without it answers an error and the connection stays as it was).
     /// Appended last so that older peers keep their variant numbers.
     Dedicate,
+    /// Asked on a dedicated connection over the master's Unix socket: "from now on, requests
+    /// and answers go through a mailbox (`crate::mailbox`) whose memfd I pass next". Answered
+    /// `Done` (then the client sends one byte carrying the fd, and the master answers `Done`
+    /// once it has mapped it, or an error and the connection stays as it was); a master
+    /// without mailboxes answers an error. Appended last so that older peers keep their
+    /// variant numbers.
+    Mailbox,
 }
 
 /// Commit request for one object.
@@ -161,6 +168,11 @@ impl MasterRequest {
     pub fn is_dedicate(meta: &[u8]) -> bool {
         // A unit variant is its tag alone.
         postcard::to_stdvec(&MasterRequest::Dedicate).is_ok_and(|d| d == meta)
+    }
+
+    /// Whether `meta` is a `Mailbox` request, without decoding it.
+    pub fn is_mailbox(meta: &[u8]) -> bool {
+        postcard::to_stdvec(&MasterRequest::Mailbox).is_ok_and(|d| d == meta)
     }
 }
 
@@ -288,6 +300,7 @@ mod tests {
                 force: false,
             },
             MasterRequest::Dedicate,
+            MasterRequest::Mailbox,
         ] {
             assert_eq!(KeyLookup::peek(&enc(&r)), None, "{r:?}");
         }
@@ -302,5 +315,7 @@ mod tests {
         assert!(MasterRequest::is_dedicate(&enc(&MasterRequest::Dedicate)));
         assert!(!MasterRequest::is_dedicate(&enc(&MasterRequest::Heartbeat)));
         assert!(!MasterRequest::is_dedicate(&exist));
+        assert!(MasterRequest::is_mailbox(&enc(&MasterRequest::Mailbox)));
+        assert!(!MasterRequest::is_mailbox(&enc(&MasterRequest::Dedicate)));
     }
 }

@@ -478,6 +478,8 @@ fn dedicated_master_connections_answer_and_let_the_master_stop() {
     let unix = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
     let n = unix.lines().filter(|l| l.ends_with(&name)).count();
     assert!(n >= 2, "{n} sockets named {name}");
+    // ... and their requests go through mailboxes the master has mapped.
+    assert!(master_mailboxes(m.child.id()) >= 2);
     let pid = nix::unistd::Pid::from_raw(m.child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let started = std::time::Instant::now();
@@ -492,6 +494,61 @@ fn dedicated_master_connections_answer_and_let_the_master_stop() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Mailboxes (`tidepool-mailbox` memfds) the master process has mapped.
+fn master_mailboxes(pid: u32) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("master maps");
+    maps.lines()
+        .filter(|l| l.contains("memfd:tidepool-mailbox"))
+        .count()
+}
+
+/// A caller thread's master calls go through a mailbox, and messages too large for it (a
+/// 10 000-key batch put, exist and lookup: about 1 MiB each way) go over the socket beside it:
+/// every answer is right, and small calls after them still are (the two stay in step).
+#[test]
+fn master_mailbox_carries_small_and_oversized_messages() {
+    use tidepool_client::rpc::on_caller_thread;
+    let m = master(&["--default_kv_lease_ttl=100"]);
+    let rpc = m.field("rpc");
+    let _n = node(&rpc, "64MB");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = rt.block_on(client(&rpc));
+    let keys: Vec<String> = (0..10_000).map(|i| format!("{i:0>96}")).collect();
+    let refs: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+    let values: Vec<Vec<u8>> = (0..keys.len()).map(|i| pattern(i as u8, 64)).collect();
+    let parts: Vec<[&[u8]; 1]> = values.iter().map(|v| [&v[..]]).collect();
+    let items: Vec<(&str, &[&[u8]])> = refs.iter().zip(&parts).map(|(k, p)| (*k, &p[..])).collect();
+    on_caller_thread(|| {
+        rt.block_on(async {
+            for r in c
+                .store_parts_batch(&items, &ReplicateConfig::default(), false)
+                .await
+            {
+                r.expect("batch put");
+            }
+            assert!(c.batch_exist(&refs).await.iter().all(|&x| x == 1));
+            let views = c.lookup(&refs).await;
+            assert_eq!(views.len(), keys.len());
+            for v in &views {
+                assert_eq!(v.as_ref().expect("lookup").size, 64);
+            }
+            for i in [0usize, 4321, 9999] {
+                assert_eq!(c.get(&keys[i]).await.expect("get"), values[i]);
+                assert_eq!(c.batch_exist(&[&keys[i], "mbx-none"]).await, vec![1, 0]);
+            }
+            c.put("mbx-small", &[9u8; 4096], &ReplicateConfig::default())
+                .await
+                .expect("small put after the large ones");
+            assert_eq!(c.get("mbx-small").await.expect("get"), vec![9u8; 4096]);
+        })
+    });
+    assert!(master_mailboxes(m.child.id()) >= 1);
 }
 
 /// Something else holds the master's Unix socket name (a process that hangs up at once, one
