@@ -70,6 +70,12 @@ fn sync_frame_error(e: frame::FrameError) -> Error {
     Error::new(ErrorCode::RpcFail, format!("master rpc failed: {e}"))
 }
 
+thread_local! {
+    /// The blocking connection this thread used last (an index into a pool's `sync_conns`;
+    /// only a hint, shared by every pool of the process).
+    static SYNC_SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// How long a caller waiting on a mailbox sleeps between looks at the socket for a dead master.
 const MAILBOX_SLICE: Duration = Duration::from_millis(20);
 
@@ -541,11 +547,18 @@ impl RpcPool {
     /// [`RpcPool::call`] for a caller thread: a free blocking connection (or the next one,
     /// waited for), connected on first use.
     fn call_sync(&self, req: &MasterRequest) -> Result<MasterResponse> {
+        // A thread keeps to the connection it used last while that one is free: the master's
+        // thread for that connection is then still polling for this thread's next request
+        // (rotating over the pool made every request wake a sleeping master thread).
         let n = self.sync_conns.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut slot = (0..n)
-            .find_map(|k| self.sync_conns[(start + k) % n].try_lock())
-            .unwrap_or_else(|| self.sync_conns[start % n].lock());
+        let start = SYNC_SLOT.with(|c| c.get()) % n;
+        let (k, mut slot) = (0..n)
+            .find_map(|k| {
+                let i = (start + k) % n;
+                self.sync_conns[i].try_lock().map(|g| (i, g))
+            })
+            .unwrap_or_else(|| (start, self.sync_conns[start].lock()));
+        SYNC_SLOT.with(|c| c.set(k));
         if slot.is_none() {
             *slot = Some(self.connect_sync()?);
         }
