@@ -506,7 +506,8 @@ fn master_mailboxes(pid: u32) -> usize {
 
 /// A caller thread's master calls go through a mailbox, and messages too large for it (a
 /// 10 000-key batch put, exist and lookup: about 1 MiB each way) go over the socket beside it:
-/// every answer is right, and small calls after them still are (the two stay in step).
+/// every answer is right, and small calls after them still are (the two stay in step). All of
+/// one thread's calls go over one connection.
 #[test]
 fn master_mailbox_carries_small_and_oversized_messages() {
     use tidepool_client::rpc::on_caller_thread;
@@ -518,6 +519,7 @@ fn master_mailbox_carries_small_and_oversized_messages() {
         .enable_all()
         .build()
         .unwrap();
+    let before = master_mailboxes(m.child.id());
     let c = rt.block_on(client(&rpc));
     let keys: Vec<String> = (0..10_000).map(|i| format!("{i:0>96}")).collect();
     let refs: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
@@ -548,7 +550,9 @@ fn master_mailbox_carries_small_and_oversized_messages() {
             assert_eq!(c.get("mbx-small").await.expect("get"), vec![9u8; 4096]);
         })
     });
-    assert!(master_mailboxes(m.child.id()) >= 1);
+    // One thread, one connection: its calls keep to the connection it used last (rotating
+    // over the pool would have opened, and dedicated a master thread to, every one of them).
+    assert_eq!(master_mailboxes(m.child.id()) - before, 1);
 }
 
 /// Something else holds the master's Unix socket name (a process that hangs up at once, one
