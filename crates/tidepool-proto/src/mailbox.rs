@@ -373,11 +373,25 @@ pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> std::io::Result<()> 
 
 /// Receives the one byte and fd of [`send_fd`] (blocking, under the socket's read timeout).
 pub fn recv_fd(sock: BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let (n, fd) = recv_with_fd(sock, &mut byte)?;
+    if n != 1 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    fd.ok_or_else(|| io_err("mailbox hand-over without an fd"))
+}
+
+/// One `recvmsg` on a Unix socket: up to `buf.len()` bytes and at most one fd passed with
+/// them (extra fds are closed). End of file is `UnexpectedEof`; a non-blocking socket with
+/// nothing to read gives `WouldBlock`.
+pub fn recv_with_fd(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Option<OwnedFd>)> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     use std::os::fd::FromRawFd;
-    let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
     let msg = recvmsg::<()>(
         sock.as_raw_fd(),
         &mut iov,
@@ -396,10 +410,10 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
             }
         }
     }
-    if msg.bytes != 1 {
+    if msg.bytes == 0 {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
-    fd.ok_or_else(|| io_err("mailbox hand-over without an fd"))
+    Ok((msg.bytes, fd))
 }
 
 /// Whether same-host clients offer their master connections a mailbox:
@@ -510,44 +524,21 @@ mod tests {
     fn the_master_refuses_unsealed_wrong_sized_or_foreign_memfds_and_bad_lengths() {
         use nix::sys::memfd::{MemFdCreateFlag, memfd_create};
         let name = std::ffi::CString::new("t").unwrap();
-        // Not sealed.
-        let fd = memfd_create(&name, MemFdCreateFlag::MFD_ALLOW_SEALING).unwrap();
-        File::from(fd.try_clone().unwrap())
-            .set_len((HEADER + 2 * 4096) as u64)
-            .unwrap();
-        assert!(Mailbox::from_fd(fd).is_err());
-        // Sealed, but no magic.
-        let fd = memfd_create(&name, MemFdCreateFlag::MFD_ALLOW_SEALING).unwrap();
-        File::from(fd.try_clone().unwrap())
-            .set_len((HEADER + 2 * 4096) as u64)
-            .unwrap();
-        nix::fcntl::fcntl(
-            fd.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_ADD_SEALS(required_seals()),
-        )
-        .unwrap();
-        assert!(
-            Mailbox::from_fd(fd)
-                .unwrap_err()
-                .to_string()
-                .contains("magic")
-        );
-        // Sealed, odd size.
-        let fd = memfd_create(&name, MemFdCreateFlag::MFD_ALLOW_SEALING).unwrap();
-        File::from(fd.try_clone().unwrap())
-            .set_len(HEADER as u64 + 100)
-            .unwrap();
-        nix::fcntl::fcntl(
-            fd.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_ADD_SEALS(required_seals()),
-        )
-        .unwrap();
-        assert!(
-            Mailbox::from_fd(fd)
-                .unwrap_err()
-                .to_string()
-                .contains("size")
-        );
+        // A memfd of `len` bytes, sealed or not.
+        let memfd = |len: u64, sealed: bool| {
+            let fd = memfd_create(&name, MemFdCreateFlag::MFD_ALLOW_SEALING).unwrap();
+            File::from(fd.try_clone().unwrap()).set_len(len).unwrap();
+            if sealed {
+                let seals = nix::fcntl::FcntlArg::F_ADD_SEALS(required_seals());
+                nix::fcntl::fcntl(fd.as_raw_fd(), seals).unwrap();
+            }
+            fd
+        };
+        let refusal = |fd| Mailbox::from_fd(fd).unwrap_err().to_string();
+        let good = (HEADER + 2 * 4096) as u64;
+        assert!(refusal(memfd(good, false)).contains("size-sealed"));
+        assert!(refusal(memfd(good, true)).contains("magic"));
+        assert!(refusal(memfd(HEADER as u64 + 100, true)).contains("size"));
         // A client that writes a length beyond the area.
         let (client, fd) = Mailbox::create(4096).unwrap();
         let master = Mailbox::from_fd(fd).unwrap();

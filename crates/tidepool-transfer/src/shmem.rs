@@ -13,8 +13,8 @@ use memmap2::{Advice, MmapOptions, MmapRaw};
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use tidepool_common::{Error, Result};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
@@ -199,31 +199,10 @@ pub async fn recv_with_fd(
     stream: &UnixStream,
     buf: &mut [u8],
 ) -> std::io::Result<(usize, Option<OwnedFd>)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let sock = stream.as_raw_fd();
+    use std::os::fd::AsFd;
     stream
         .async_io(Interest::READABLE, || {
-            let mut cmsg = nix::cmsg_space!([RawFd; 4]);
-            let mut iov = [IoSliceMut::new(buf)];
-            let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-                .map_err(std::io::Error::from)?;
-            let mut fd = None;
-            for c in msg.cmsgs().map_err(std::io::Error::from)? {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    for raw in fds {
-                        // SAFETY: the kernel just installed `raw` in our fd table for us; we
-                        // are its only owner, and wrapping it closes it if unused.
-                        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                        if fd.is_none() {
-                            fd = Some(owned);
-                        }
-                    }
-                }
-            }
-            if msg.bytes == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-            }
-            Ok((msg.bytes, fd))
+            tidepool_proto::mailbox::recv_with_fd(stream.as_fd(), buf)
         })
         .await
 }
