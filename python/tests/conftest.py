@@ -14,8 +14,12 @@ import urllib.request
 
 import pytest
 
-import tidepool
-from mooncake.store import MooncakeDistributedStore
+# The module's warnings (why a call returned its code) go to stderr, which pytest shows with
+# a failing test; set before the import, which reads it.
+os.environ.setdefault("TIDEPOOL_PY_LOG", "warn")
+
+import tidepool  # noqa: E402
+from mooncake.store import MooncakeDistributedStore  # noqa: E402
 
 READY_TIMEOUT_S = 30
 MiB = 1 << 20

@@ -58,8 +58,25 @@ fn error_name(code: i32) -> Option<&'static str> {
     tidepool_common::ErrorCode::from_i32(code).map(|c| c.name())
 }
 
+/// Sends the module's `tracing` events (the reasons behind error codes, such as why a `setup`
+/// returned -900) to stderr when `TIDEPOOL_PY_LOG` holds a filter (`warn`, `tidepool=debug`,
+/// ...). Off by default: a host application (vLLM, SGLang) owns its stderr and may install its
+/// own subscriber, which `try_init` leaves in place. Not `TIDEPOOL_LOG`, which the `tidepool`
+/// binaries started from Python (console scripts, test fixtures) read for themselves.
+fn init_logging() {
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("TIDEPOOL_PY_LOG") else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    init_logging();
     m.add_class::<store::Store>()?;
     m.add_class::<config::ReplicateConfig>()?;
     m.add_class::<config::SoftPinAction>()?;
