@@ -149,6 +149,26 @@ def test_unreachable_master_is_a_negative_code(monkeypatch):
     assert s.health_check() == 1
 
 
+def test_setup_failure_reason_goes_to_stderr():
+    """With TIDEPOOL_PY_LOG set, a failing setup says why on stderr (the code alone, -900, does
+    not tell an unreachable master from a refused one)."""
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = (
+        "from mooncake.store import MooncakeDistributedStore as S\n"
+        f"print(S().setup('127.0.0.1', 'P2PHANDSHAKE', 0, 1 << 20, 'tcp', '', '127.0.0.1:{port}'))\n"
+    )
+    env = dict(os.environ, TIDEPOOL_PY_LOG="warn", MC_RPC_CONNECT_TIMEOUT_MS="2000")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "-900"
+    assert "setup failed" in r.stderr and f"127.0.0.1:{port}" in r.stderr, r.stderr
+
+
 def test_dict_form_with_size_strings_and_aliases(master):
     s = MooncakeDistributedStore()
     rc = s.setup(
