@@ -10,6 +10,25 @@
 //! SSE2 loop below, measured with batches of 16 copies out of a 2 GiB shared mapping into a
 //! destination 16 bytes past a page: 4 KiB 2.6 → 7.4 GB/s, 64 KiB 2.5 → 11.1 GB/s, 256 KiB
 //! 2.1 → 9.1 GB/s, 1 MiB 6.3 → 7.7 GB/s. Every other layout keeps `memmove`.
+//!
+//! Copies into a segment (a put's bytes) of pieces of 64 KiB or more use non-temporal stores
+//! instead ([`Sink::Segment`]): the destination is cold memory nobody reads soon, and such
+//! stores write it without first reading each line into the cache. Measured on the 2-vCPU VM,
+//! 16 MiB batches into random places of a 1 GiB shared mapping: 256 KiB pieces 22.0 → 26.0
+//! GB/s, 1 MiB pieces 17.0 → 28.5 GB/s, 64 KiB 20.6 → 23.2 GB/s. Gets keep `memmove`: their
+//! destination is the caller's buffer, which it reads next.
+
+/// Where a copy writes, which decides how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sink {
+    /// A segment: cold memory read later by others (puts). Long pieces are streamed.
+    Segment,
+    /// The caller's buffer, read by the caller next (gets).
+    Caller,
+}
+
+/// Pieces into a segment at least this long are written with non-temporal stores.
+const STREAM_MIN_LEN: usize = 64 << 10;
 
 /// A batch moves on several threads only when each gets at least this much.
 const PARALLEL_MIN_PER_THREAD: usize = 1 << 20;
@@ -58,17 +77,19 @@ fn copy_threads() -> usize {
 /// # Safety
 /// Every piece's source must be readable and destination writable for the whole call, and no
 /// destination may overlap another piece's source or destination.
-pub unsafe fn copy_many(pieces: &[Piece]) {
+pub unsafe fn copy_many(pieces: &[Piece], sink: Sink) {
     let total: usize = pieces.iter().map(|p| p.len).sum();
     let threads = copy_threads().min(total / PARALLEL_MIN_PER_THREAD);
     let overlap = pieces.iter().any(|p| {
         let (s, d) = (p.src as usize, p.dst as usize);
         s < d + p.len && d < s + p.len
     });
+    // A piece that overlaps itself needs memmove's semantics, which streaming does not keep.
+    let sink = if overlap { Sink::Caller } else { sink };
     if threads <= 1 || overlap {
         for p in pieces {
             // SAFETY: forwarded from the caller.
-            unsafe { copy_bytes(p.src, p.dst, p.len) };
+            unsafe { copy_to(p, sink) };
         }
         return;
     }
@@ -104,15 +125,117 @@ pub unsafe fn copy_many(pieces: &[Piece]) {
                 let share = share;
                 for p in &share.0 {
                     // SAFETY: forwarded from the caller; shares are disjoint.
-                    unsafe { copy_bytes(p.src, p.dst, p.len) };
+                    unsafe { copy_to(p, sink) };
                 }
             });
         }
         for p in mine.iter().flat_map(|s| &s.0) {
             // SAFETY: forwarded from the caller; shares are disjoint.
-            unsafe { copy_bytes(p.src, p.dst, p.len) };
+            unsafe { copy_to(p, sink) };
         }
     });
+}
+
+/// One piece of a batch whose pieces do not overlap, as `sink` wants it.
+///
+/// # Safety
+/// As [`copy_many`].
+unsafe fn copy_to(p: &Piece, sink: Sink) {
+    #[cfg(target_arch = "x86_64")]
+    if sink == Sink::Segment && p.len >= STREAM_MIN_LEN {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: forwarded from the caller; `copy_many` streams only non-overlapping
+            // pieces; the CPU has AVX2 (checked just above).
+            unsafe { copy_streaming_avx2(p.src, p.dst, p.len) };
+        } else {
+            // SAFETY: forwarded from the caller; `copy_many` streams only non-overlapping
+            // pieces.
+            unsafe { copy_streaming_sse2(p.src, p.dst, p.len) };
+        }
+        return;
+    }
+    let _ = sink;
+    // SAFETY: forwarded from the caller.
+    unsafe { copy_bytes(p.src, p.dst, p.len) }
+}
+
+/// Copies with non-temporal stores (the head up to the first 16-byte aligned destination byte
+/// and the last bytes with [`copy_bytes`]), then fences: whatever this thread stores next (a
+/// seal, an answer) becomes visible to other cores only after these bytes.
+///
+/// # Safety
+/// As [`copy_bytes`], and the ranges must not overlap.
+#[cfg(target_arch = "x86_64")]
+unsafe fn copy_streaming_sse2(src: *const u8, dst: *mut u8, len: usize) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+    let head = dst.align_offset(16).min(len);
+    // SAFETY: the first `head <= len` bytes of both ranges.
+    unsafe { copy_bytes(src, dst, head) };
+    // SAFETY: `head <= len`, so both stay inside (or one past) the caller's ranges.
+    let (src, dst, len) = unsafe { (src.add(head), dst.add(head), len - head) };
+    let body = len & !63;
+    let mut i = 0;
+    while i < body {
+        // SAFETY: `i + 64 <= body <= len`, so every access lies inside the caller's ranges;
+        // `dst + i` is 16-byte aligned (`dst` is, `i` is a multiple of 64) as the streaming
+        // store requires; loads have no alignment requirement.
+        unsafe {
+            let s = src.add(i) as *const __m128i;
+            let d = dst.add(i) as *mut __m128i;
+            let a = _mm_loadu_si128(s);
+            let b = _mm_loadu_si128(s.add(1));
+            let c = _mm_loadu_si128(s.add(2));
+            let e = _mm_loadu_si128(s.add(3));
+            _mm_stream_si128(d, a);
+            _mm_stream_si128(d.add(1), b);
+            _mm_stream_si128(d.add(2), c);
+            _mm_stream_si128(d.add(3), e);
+        }
+        i += 64;
+    }
+    // SAFETY: the last `len - body` bytes of both ranges.
+    unsafe { copy_bytes(src.add(body), dst.add(body), len - body) };
+    // SAFETY: a store fence has no memory operands; SSE2 is part of every x86-64 CPU.
+    unsafe { _mm_sfence() };
+}
+
+/// As [`copy_streaming_sse2`], 128 bytes per step with 32-byte stores: 5–10 % faster than
+/// SSE2 on the VM (256 KiB pieces, cold source: 24.2 → 26.5 GB/s).
+///
+/// # Safety
+/// As [`copy_streaming_sse2`], and the CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn copy_streaming_avx2(src: *const u8, dst: *mut u8, len: usize) {
+    use std::arch::x86_64::{__m256i, _mm_sfence, _mm256_loadu_si256, _mm256_stream_si256};
+    let head = dst.align_offset(32).min(len);
+    // SAFETY: the first `head <= len` bytes of both ranges.
+    unsafe { copy_bytes(src, dst, head) };
+    // SAFETY: `head <= len`, so both stay inside (or one past) the caller's ranges.
+    let (src, dst, len) = unsafe { (src.add(head), dst.add(head), len - head) };
+    let body = len & !127;
+    let mut i = 0;
+    while i < body {
+        // SAFETY: `i + 128 <= body <= len`, so every access lies inside the caller's ranges;
+        // `dst + i` is 32-byte aligned (`dst` is, `i` is a multiple of 128) as the streaming
+        // store requires; loads have no alignment requirement; AVX2 is enabled.
+        unsafe {
+            let s = src.add(i) as *const __m256i;
+            let d = dst.add(i) as *mut __m256i;
+            let a = _mm256_loadu_si256(s);
+            let b = _mm256_loadu_si256(s.add(1));
+            let c = _mm256_loadu_si256(s.add(2));
+            let e = _mm256_loadu_si256(s.add(3));
+            _mm256_stream_si256(d, a);
+            _mm256_stream_si256(d.add(1), b);
+            _mm256_stream_si256(d.add(2), c);
+            _mm256_stream_si256(d.add(3), e);
+        }
+        i += 128;
+    }
+    // SAFETY: the last `len - body` bytes of both ranges.
+    unsafe { copy_bytes(src.add(body), dst.add(body), len - body) };
+    _mm_sfence();
 }
 
 /// Copies below this size are cheap whatever the layout.
@@ -175,7 +298,7 @@ unsafe fn copy_backward_sse2(src: *const u8, dst: *mut u8, len: usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Piece, copy_bytes, copy_many};
+    use super::{Piece, STREAM_MIN_LEN, Sink, copy_bytes, copy_many};
 
     #[test]
     fn many_pieces_split_across_threads_land_in_place() {
@@ -198,9 +321,84 @@ mod tests {
             off += n;
         }
         // SAFETY: every range lies inside its vector; destinations are disjoint.
-        unsafe { copy_many(&pieces) };
+        unsafe { copy_many(&pieces, Sink::Caller) };
         assert_eq!(&dst[16..16 + total], &src[..]);
         assert!(dst[..16].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn streamed_pieces_land_in_place_at_any_alignment() {
+        type Copy = unsafe fn(*const u8, *mut u8, usize);
+        let mut ways: Vec<(&str, Copy)> = vec![("copy_many", |s, d, len| {
+            // SAFETY: forwarded from the loop below.
+            unsafe {
+                copy_many(
+                    &[Piece {
+                        src: s,
+                        dst: d,
+                        len,
+                    }],
+                    Sink::Segment,
+                )
+            }
+        })];
+        #[cfg(target_arch = "x86_64")]
+        {
+            ways.push(("sse2", super::copy_streaming_sse2));
+            if std::arch::is_x86_feature_detected!("avx2") {
+                ways.push(("avx2", |s, d, len| {
+                    // SAFETY: the CPU has AVX2 (checked above); the ranges as in the loop.
+                    unsafe { super::copy_streaming_avx2(s, d, len) }
+                }));
+            }
+        }
+        let src = pattern(3 * STREAM_MIN_LEN + 200);
+        for (way, copy) in ways {
+            for len in [
+                0,
+                100,
+                STREAM_MIN_LEN,
+                STREAM_MIN_LEN + 63,
+                2 * STREAM_MIN_LEN + 77,
+            ] {
+                for (src_off, dst_off) in [(0, 0), (3, 0), (0, 5), (17, 33), (64, 1), (1, 63)] {
+                    let mut dst = vec![0u8; len + 200];
+                    // SAFETY: the offsets leave `len` bytes inside each vector; the two
+                    // vectors do not overlap.
+                    unsafe {
+                        copy(
+                            src.as_ptr().add(src_off),
+                            dst.as_mut_ptr().add(dst_off),
+                            len,
+                        )
+                    };
+                    let what = format!("{way} len={len} src_off={src_off} dst_off={dst_off}");
+                    assert_eq!(
+                        &dst[dst_off..dst_off + len],
+                        &src[src_off..src_off + len],
+                        "{what}"
+                    );
+                    assert!(dst[..dst_off].iter().all(|&b| b == 0), "{what}");
+                    assert!(dst[dst_off + len..].iter().all(|&b| b == 0), "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_self_overlapping_piece_into_a_segment_keeps_memmove_semantics() {
+        let len = STREAM_MIN_LEN + 100;
+        let orig = pattern(len + 16);
+        let mut buf = orig.clone();
+        let piece = Piece {
+            src: buf.as_ptr(),
+            // SAFETY: 16 + len bytes fit in `buf`.
+            dst: unsafe { buf.as_mut_ptr().add(16) },
+            len,
+        };
+        // SAFETY: both ranges lie inside `buf`; `copy_many` handles the overlap.
+        unsafe { copy_many(&[piece], Sink::Segment) };
+        assert_eq!(&buf[16..16 + len], &orig[..len]);
     }
 
     fn pattern(n: usize) -> Vec<u8> {

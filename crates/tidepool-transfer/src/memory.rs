@@ -2,7 +2,7 @@
 //! the registry that every remote range is checked against before any byte is touched (W14).
 //!
 //! All raw-pointer-to-slice conversions of the crate live in the small helpers at the bottom
-//! ([`slice_of`], [`slice_of_mut`], [`copy_bytes`]); callers reach them only with ranges that
+//! ([`slice_of`], [`slice_of_mut`]); callers reach them only with ranges that
 //! [`Registry::resolve`] (or a peer mapping's bounds check) has validated.
 
 use crate::sealring::{Corrupt, RingConsumer};
@@ -377,16 +377,6 @@ pub(crate) unsafe fn slice_of_mut<'a>(addr: u64, len: u64) -> &'a mut [u8] {
     }
     // SAFETY: the caller guarantees the range is mapped and writable for 'a.
     unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len as usize) }
-}
-
-/// Copies `len` bytes from `src` to `dst`; the ranges may overlap (a caller may copy within
-/// its own segment).
-///
-/// # Safety
-/// Both ranges must be mapped for the duration of the call, `src` readable and `dst` writable.
-pub(crate) unsafe fn copy_bytes(src: *const u8, dst: u64, len: usize) {
-    // SAFETY: guaranteed by the caller; `copy_bytes` has memmove semantics.
-    unsafe { crate::copy::copy_bytes(src, dst as *mut u8, len) }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! In-process transport: the target segment belongs to this engine, so a transfer is a
 //! validated memory copy plus a directory update, with the same checks a remote request gets.
 
-use super::{Transport, copy_large_aware};
+use super::{Transport, copy_batch};
+use crate::copy::{Piece, Sink};
 use crate::engine::{ReadOp, Shared, Target, WriteOp};
 use crate::owner;
 use crate::stats::add;
@@ -37,13 +38,20 @@ impl Transport for LocalTransport {
             .collect();
         let mut regions = Vec::with_capacity(ranges.len() + seals.len());
         owner::check_write(&self.shared.registry, epoch, &ranges, seals, &mut regions)?;
-        let mut bytes = 0u64;
-        for op in ops {
-            // SAFETY: `check_write` validated the destination inside a registered region whose
-            // owner `regions` keeps alive; the source is the caller's live slice.
-            unsafe { copy_large_aware(op.src.as_ptr(), op.remote_addr, op.src.len()) };
-            bytes += op.src.len() as u64;
-        }
+        let pieces: Vec<Piece> = ops
+            .iter()
+            .map(|op| Piece {
+                src: op.src.as_ptr(),
+                dst: op.remote_addr as *mut u8,
+                len: op.src.len(),
+            })
+            .collect();
+        let bytes: u64 = ranges.iter().map(|r| r.len).sum();
+        // SAFETY: `check_write` validated every destination inside a registered region whose
+        // owner `regions` keeps alive; the sources are the caller's live slices; the master
+        // never allocates two objects of one batch over the same bytes, so destinations are
+        // disjoint.
+        unsafe { copy_batch(&pieces, Sink::Segment) };
         owner::apply_seals(&regions[ranges.len()..], seals);
         add(&self.shared.stats.local_bytes_written, bytes);
         Ok(())
@@ -60,16 +68,19 @@ impl Transport for LocalTransport {
         let expect: Vec<Option<ObjectId>> = ops.iter().map(|o| o.expect).collect();
         let mut regions = Vec::with_capacity(ranges.len());
         owner::check_read(&self.shared.registry, &ranges, &expect, &mut regions)?;
-        let mut bytes = 0u64;
-        for op in ops.iter_mut() {
-            let len = op.dst.len();
-            // SAFETY: `check_read` validated the source inside a registered region whose owner
-            // `regions` keeps alive; the destination is the caller's exclusive slice.
-            unsafe {
-                copy_large_aware(op.remote_addr as *const u8, op.dst.as_mut_ptr() as u64, len)
-            };
-            bytes += len as u64;
-        }
+        let pieces: Vec<Piece> = ops
+            .iter_mut()
+            .map(|op| Piece {
+                src: op.remote_addr as *const u8,
+                dst: op.dst.as_mut_ptr(),
+                len: op.dst.len(),
+            })
+            .collect();
+        let bytes: u64 = ranges.iter().map(|r| r.len).sum();
+        // SAFETY: `check_read` validated every source inside a registered region whose owner
+        // `regions` keeps alive; the destinations are the caller's exclusive (hence disjoint)
+        // slices.
+        unsafe { copy_batch(&pieces, Sink::Caller) };
         add(&self.shared.stats.local_bytes_read, bytes);
         Ok(())
     }

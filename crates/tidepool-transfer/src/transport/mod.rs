@@ -39,37 +39,16 @@ pub(crate) trait Transport: Send + Sync {
 ///
 /// # Safety
 /// As [`crate::copy::copy_many`].
-pub(crate) unsafe fn copy_batch(pieces: &[crate::copy::Piece]) {
+pub(crate) unsafe fn copy_batch(pieces: &[crate::copy::Piece], sink: crate::copy::Sink) {
     const BLOCKING_COPY: usize = 4 << 20;
     let total: usize = pieces.iter().map(|p| p.len).sum();
     let multi = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if total >= BLOCKING_COPY && multi {
         // SAFETY: forwarded from the caller's guarantee; the copy finishes before return.
-        tokio::task::block_in_place(|| unsafe { crate::copy::copy_many(pieces) });
+        tokio::task::block_in_place(|| unsafe { crate::copy::copy_many(pieces, sink) });
     } else {
         // SAFETY: forwarded from the caller's guarantee.
-        unsafe { crate::copy::copy_many(pieces) }
-    }
-}
-
-/// Copies `len` bytes, stepping off the async worker for large copies so other tasks on this
-/// runtime thread are not stalled for milliseconds.
-///
-/// # Safety
-/// As [`crate::memory::copy_bytes`].
-pub(crate) unsafe fn copy_large_aware(src: *const u8, dst: u64, len: usize) {
-    const BLOCKING_COPY: usize = 4 << 20;
-    let multi = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if len >= BLOCKING_COPY && multi {
-        let src = src as usize;
-        tokio::task::block_in_place(|| {
-            // SAFETY: forwarded from the caller's guarantee; the copy finishes before return.
-            unsafe { crate::memory::copy_bytes(src as *const u8, dst, len) }
-        });
-    } else {
-        // SAFETY: forwarded from the caller's guarantee.
-        unsafe { crate::memory::copy_bytes(src, dst, len) }
+        unsafe { crate::copy::copy_many(pieces, sink) }
     }
 }

@@ -17,7 +17,7 @@
 
 use super::tcp::{Job, LaneError, SyncLane, TcpTransport};
 use super::{Transport, copy_batch};
-use crate::copy::Piece;
+use crate::copy::{Piece, Sink};
 use crate::engine::{ReadOp, Shared, Target, WriteOp};
 use crate::sealring::RingProducer;
 use crate::shmem::SharedMemory;
@@ -355,7 +355,7 @@ impl ShmTransport {
         // SAFETY: every destination lies inside the live peer mapping `m` (checked by
         // `local`); the sources are the caller's slices; the master never allocates two
         // replicas of one batch over the same bytes, so destinations are disjoint.
-        unsafe { copy_batch(&pieces) };
+        unsafe { copy_batch(&pieces, Sink::Segment) };
         add(&shared.stats.shm_bytes_written, bytes);
         Ok(())
     }
@@ -412,7 +412,7 @@ impl Transport for ShmTransport {
         }
         // SAFETY: every source lies inside the live peer mapping `m`; the destinations are
         // the caller's exclusive (hence disjoint) slices.
-        unsafe { copy_batch(&pieces) };
+        unsafe { copy_batch(&pieces, Sink::Caller) };
         add(&self.shared.stats.shm_bytes_read, bytes);
         Ok(())
     }
