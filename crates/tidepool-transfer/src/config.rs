@@ -12,6 +12,9 @@ pub struct EngineConfig {
     pub port: u16,
     /// Most pooled TCP connections per peer (W2). Default: 8.
     pub lanes: usize,
+    /// Most lanes one large TCP transfer is split over (never more than `lanes`); 0 means
+    /// half this host's cores, at least one. Default: 0.
+    pub split_lanes: usize,
     /// Connect timeout, so a dead peer fails fast (W18). Default: 1 s.
     pub connect_timeout: Duration,
     /// Time limit of one request on one connection. Default: 30 s.
@@ -29,6 +32,7 @@ impl Default for EngineConfig {
             bind_host: "127.0.0.1".to_string(),
             port: 0,
             lanes: 8,
+            split_lanes: 0,
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(30),
             enable_shm: true,

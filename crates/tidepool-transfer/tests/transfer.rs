@@ -12,6 +12,9 @@ const SEG: u64 = 80 << 20;
 fn cfg(shm: bool) -> EngineConfig {
     EngineConfig {
         enable_shm: shm,
+        // Large transfers split over lanes on any host, so the split path is tested on two
+        // cores too (where the default would keep them on one lane).
+        split_lanes: 8,
         ..EngineConfig::default()
     }
 }
