@@ -4,7 +4,8 @@
 //! kept for reuse; a semaphore with `lanes` permits bounds them. A request takes a free lane,
 //! sends one frame (all of a call's ranges batched in it) and waits for the owner's answer,
 //! which comes only once the bytes are in place (W12). Transfers above [`SPLIT_MIN`] are cut
-//! into chunks sent in parallel on several lanes. A lane that fails mid-request is closed
+//! into chunks sent in parallel on several lanes, as many as half the host's cores allow
+//! (`EngineConfig::split_lanes`). A lane that fails mid-request is closed
 //! (never returned to the pool, since its stream position is unknown) and the peer's idle
 //! lanes are dropped too, so a restarted peer is reconnected afresh (W8).
 //!
