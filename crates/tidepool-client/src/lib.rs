@@ -290,6 +290,13 @@ impl Client {
         &self.inner.name
     }
 
+    /// What this client's own segment records of the replicas it holds (contract §8), by
+    /// address; empty without a segment.
+    pub fn segment_directory(&self) -> Vec<tidepool_proto::data::Seal> {
+        let seg = self.inner.segment.lock().as_ref().map(|m| m.seg.clone());
+        seg.map(|s| s.directory()).unwrap_or_default()
+    }
+
     /// The transfer engine (for buffer registration and statistics).
     pub fn engine(&self) -> &TransferEngine {
         &self.inner.engine

@@ -243,18 +243,34 @@ async fn remove_all(
     };
     // Tenants do not exist yet (contract §8): `tenant_id` is accepted and ignored.
     let started = Instant::now();
-    let removed = st.lock().remove_all(force);
+    let (removed, removal) = st.lock().remove_all(force);
+    // Answered only once the owners dropped what was removed (contract §8).
+    let settled = crate::drops::settle(&st, removal).await;
+    let resp = match settled {
+        Ok(()) => MasterResponse::Count(removed),
+        Err(code) => MasterResponse::Error {
+            code,
+            message: "removed, but an owner did not acknowledge dropping its replicas".into(),
+        },
+    };
     // Counted like the RPC form, so `master_remove_all_requests_total` sees every caller.
     st.metrics.record(
         RpcOp::RemoveAll,
         &RequestFacts::default(),
-        &MasterResponse::Count(removed),
+        &resp,
         started.elapsed(),
     );
-    json_response(
-        StatusCode::OK,
-        &json!({"success": true, "removed": removed}),
-    )
+    match settled {
+        Ok(()) => json_response(
+            StatusCode::OK,
+            &json!({"success": true, "removed": removed}),
+        ),
+        Err(code) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"success": false, "removed": removed, "error_code": code.as_i32(),
+                    "error_message": "removed, but an owner did not acknowledge dropping its replicas"}),
+        ),
+    }
 }
 
 async fn summary(State(st): State<SharedState>) -> String {

@@ -8,11 +8,13 @@
 //! - [`http_meta`]: the HTTP metadata service (contract §4.3), embeddable in the master.
 //! - [`metrics`]: request counters and histograms, Prometheus text, the dashboard history.
 //! - [`admin`]: the admin HTTP service (contract §4.4) and the dashboard page.
+//! - [`drops`]: removes acknowledged by the segment owners (contract §8).
 //!
 //! The RPC and admin services share one [`Master`]: the state under its mutex, and the
 //! metrics beside it (atomics, so counting never takes the state lock).
 
 pub mod admin;
+pub mod drops;
 pub mod http_meta;
 pub mod metrics;
 pub mod rpc;
@@ -30,6 +32,8 @@ pub struct Master {
     state: Mutex<state::MasterState>,
     /// Request metrics; updated without the state lock.
     pub metrics: metrics::Metrics,
+    /// Connections to segment owners, for the drops of removes (`drops`).
+    owners: drops::OwnerConnections,
 }
 
 impl Master {
@@ -38,6 +42,7 @@ impl Master {
         Master {
             state: Mutex::new(state),
             metrics: metrics::Metrics::new(),
+            owners: drops::OwnerConnections::default(),
         }
     }
 }

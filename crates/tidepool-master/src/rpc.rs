@@ -10,8 +10,9 @@
 //! free of metric code, and the latency measured includes waiting for the state lock, which is
 //! what a client sees.
 
-use crate::Master;
 use crate::metrics::{RequestFacts, RpcOp};
+use crate::state::removal::Removal;
+use crate::{Master, drops};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -74,10 +75,11 @@ pub async fn run(listener: TcpListener, state: SharedState, mut shutdown: watch:
                             Some((Ok(stream), client)) => {
                                 let st = state.clone();
                                 let peer = peer.to_string();
+                                let rt = tokio::runtime::Handle::current();
                                 let spawned = std::thread::Builder::new()
                                     .name("master-conn".into())
                                     .spawn(move || {
-                                        serve_blocking(stream, &peer, &st, &shutdown, client);
+                                        serve_blocking(stream, &peer, &st, &rt, &shutdown, client);
                                         DEDICATED.fetch_sub(1, Ordering::Relaxed);
                                         st.metrics.connection_closed();
                                     });
@@ -166,10 +168,11 @@ fn dedicate_local(
     };
     state.metrics.connection_opened();
     let (st, shutdown) = (state.clone(), shutdown.clone());
+    let rt = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new()
         .name("master-conn".into())
         .spawn(move || {
-            serve_blocking(stream, "unix", &st, &shutdown, None);
+            serve_blocking(stream, "unix", &st, &rt, &shutdown, None);
             DEDICATED.fetch_sub(1, Ordering::Relaxed);
             st.metrics.connection_closed();
         });
@@ -275,7 +278,7 @@ async fn serve_connection(
                 message: format!("no dedicated connection left (at most {MAX_DEDICATED})"),
             }
         } else {
-            dispatch(&state, &mut client, &rbuf)
+            dispatch(&state, &mut client, &rbuf).resolve(&state).await
         };
         if frame::write_frame(
             &mut wr,
@@ -319,6 +322,7 @@ fn serve_blocking<S: Socket>(
     stream: S,
     peer: &str,
     state: &SharedState,
+    rt: &tokio::runtime::Handle,
     shutdown: &watch::Receiver<bool>,
     mut client: Option<ClientId>,
 ) {
@@ -381,12 +385,14 @@ fn serve_blocking<S: Socket>(
         }
         if MasterRequest::is_mailbox(&rbuf) {
             match take_mailbox(&mut rd, &mut wr, hdr.request_id, client.is_some()) {
-                Ok(Some(mb)) => return serve_mailbox(mb, rd, wr, peer, state, shutdown, client),
+                Ok(Some(mb)) => {
+                    return serve_mailbox(mb, (rd, wr), peer, state, rt, shutdown, client);
+                }
                 Ok(None) => continue,
                 Err(()) => return,
             }
         }
-        let resp = dispatch(state, &mut client, &rbuf);
+        let resp = dispatch(state, &mut client, &rbuf).resolve_blocking(state, rt);
         if answer(&mut wr, &mut wbuf, hdr.request_id, &resp).is_err() {
             return;
         }
@@ -450,10 +456,10 @@ fn take_mailbox<S: Socket>(
 /// the client's hang-up.
 fn serve_mailbox<S: Socket>(
     mb: tidepool_proto::mailbox::Mailbox,
-    mut rd: std::io::BufReader<S>,
-    mut wr: S,
+    (mut rd, mut wr): (std::io::BufReader<S>, S),
     peer: &str,
     state: &SharedState,
+    rt: &tokio::runtime::Handle,
     shutdown: &watch::Receiver<bool>,
     mut client: Option<ClientId>,
 ) {
@@ -480,7 +486,7 @@ fn serve_mailbox<S: Socket>(
                 return;
             }
         };
-        let resp = dispatch(state, &mut client, &rbuf);
+        let resp = dispatch(state, &mut client, &rbuf).resolve_blocking(state, rt);
         wbuf.clear();
         if frame::encode_frame(&mut wbuf, FrameKind::Response, hdr.request_id, &resp, 0).is_err() {
             return;
@@ -559,19 +565,79 @@ fn facts_of(state: &SharedState, req: &MasterRequest) -> RequestFacts {
 
 /// Decodes the request in `meta` and answers it. Lookups (`GetReplicas`, `Exist`) borrow their
 /// keys from `meta` (`KeyLookup`); every other request is decoded as a `MasterRequest`.
-fn dispatch(state: &SharedState, client: &mut Option<ClientId>, meta: &[u8]) -> MasterResponse {
+fn dispatch(state: &SharedState, client: &mut Option<ClientId>, meta: &[u8]) -> Reply {
     if let Some(lookup) = KeyLookup::peek(meta) {
-        return handle_lookup(state, client, lookup);
+        return Reply::Now(handle_lookup(state, client, lookup));
     }
     match frame::decode_message::<MasterRequest>(meta) {
         Ok(req) => handle(state, client, req),
         Err(e) => {
             state.metrics.malformed_frame();
-            MasterResponse::Error {
+            Reply::Now(MasterResponse::Error {
                 code: ErrorCode::InvalidParams,
                 message: format!("malformed request: {e}"),
+            })
+        }
+    }
+}
+
+/// A request's answer: at once, or once a remove's owners dropped what it removed.
+enum Reply {
+    Now(MasterResponse),
+    AfterDrops(Box<Pending>),
+}
+
+/// A remove's answer waiting for its owners (contract §8), with what its metrics need.
+struct Pending {
+    resp: MasterResponse,
+    removal: Removal,
+    op: RpcOp,
+    facts: RequestFacts,
+    started: Instant,
+}
+
+impl Reply {
+    /// The answer, once due (on the runtime).
+    async fn resolve(self, state: &SharedState) -> MasterResponse {
+        match self {
+            Reply::Now(resp) => resp,
+            Reply::AfterDrops(p) => {
+                let settled = drops::settle(state, p.removal).await;
+                let resp = after_drops(p.resp, settled);
+                state
+                    .metrics
+                    .record(p.op, &p.facts, &resp, p.started.elapsed());
+                resp
             }
         }
+    }
+
+    /// [`Reply::resolve`] from a connection's own thread.
+    fn resolve_blocking(self, state: &SharedState, rt: &tokio::runtime::Handle) -> MasterResponse {
+        match self {
+            Reply::Now(resp) => resp,
+            pending => rt.block_on(pending.resolve(state)),
+        }
+    }
+}
+
+/// A remove's answer after its drops: unchanged when every owner acknowledged, else the
+/// removed keys (and a count) report the failure, since the contract's 0 means acknowledged.
+fn after_drops(resp: MasterResponse, settled: Result<(), ErrorCode>) -> MasterResponse {
+    let Err(code) = settled else {
+        return resp;
+    };
+    match resp {
+        MasterResponse::Codes(codes) => MasterResponse::Codes(
+            codes
+                .into_iter()
+                .map(|c| if c == 0 { code.as_i32() } else { c })
+                .collect(),
+        ),
+        _ => MasterResponse::Error {
+            code,
+            message: "removed, but an owner did not acknowledge dropping its replicas".into(),
+        },
     }
 }
 
@@ -609,21 +675,89 @@ fn handle_lookup(
 }
 
 /// Turns one request into one response, and counts it.
-fn handle(
+fn handle(state: &SharedState, client: &mut Option<ClientId>, req: MasterRequest) -> Reply {
+    let started = Instant::now();
+    let op = op_of(&req);
+    let facts = facts_of(state, &req);
+    let (resp, removal) = serve(state, client, req);
+    match removal {
+        Some(removal) if !removal.is_empty() => Reply::AfterDrops(Box::new(Pending {
+            resp,
+            removal,
+            op,
+            facts,
+            started,
+        })),
+        _ => {
+            state.metrics.record(op, &facts, &resp, started.elapsed());
+            Reply::Now(resp)
+        }
+    }
+}
+
+/// Turns one request into one response, and for removes the replicas whose owners must drop
+/// them before it is sent.
+fn serve(
+    state: &SharedState,
+    client: &mut Option<ClientId>,
+    req: MasterRequest,
+) -> (MasterResponse, Option<Removal>) {
+    match req {
+        MasterRequest::Remove { .. }
+        | MasterRequest::RemoveAll { .. }
+        | MasterRequest::RemoveByRegex { .. }
+            if client.is_some() =>
+        {
+            let (resp, removal) = serve_remove(state, req);
+            (resp, Some(removal))
+        }
+        req => (serve_now(state, client, req), None),
+    }
+}
+
+/// The remove requests (the caller checked registration).
+fn serve_remove(state: &SharedState, req: MasterRequest) -> (MasterResponse, Removal) {
+    match req {
+        MasterRequest::Remove { keys, force } => {
+            let (codes, removal) = state.lock().remove(&keys, force);
+            (MasterResponse::Codes(codes), removal)
+        }
+        MasterRequest::RemoveAll { force } => {
+            let (n, removal) = state.lock().remove_all(force);
+            (MasterResponse::Count(n), removal)
+        }
+        MasterRequest::RemoveByRegex { pattern, force } => {
+            // Compiled outside the lock: a pathological pattern must not stall every client.
+            match regex::Regex::new(&pattern) {
+                Ok(re) => {
+                    let (n, removal) = state.lock().remove_by_regex(&re, force);
+                    (MasterResponse::Count(n), removal)
+                }
+                Err(e) => (
+                    MasterResponse::Error {
+                        code: ErrorCode::InvalidParams,
+                        message: format!("bad regex: {e}"),
+                    },
+                    Removal::default(),
+                ),
+            }
+        }
+        _ => (
+            MasterResponse::Error {
+                code: ErrorCode::InternalError,
+                message: "not a remove request".into(),
+            },
+            Removal::default(),
+        ),
+    }
+}
+
+/// Turns one request (anything but a registered client's remove) into one response.
+fn serve_now(
     state: &SharedState,
     client: &mut Option<ClientId>,
     req: MasterRequest,
 ) -> MasterResponse {
-    let started = Instant::now();
-    let op = op_of(&req);
-    let facts = facts_of(state, &req);
-    let resp = serve(state, client, req);
-    state.metrics.record(op, &facts, &resp, started.elapsed());
-    resp
-}
-
-/// Turns one request into one response.
-fn serve(state: &SharedState, client: &mut Option<ClientId>, req: MasterRequest) -> MasterResponse {
     if let MasterRequest::Hello {
         version_min,
         version_max,
@@ -706,19 +840,13 @@ fn serve(state: &SharedState, client: &mut Option<ClientId>, req: MasterRequest)
         MasterRequest::PutRevoke(items) => MasterResponse::Codes(st.put_revoke(id, &items)),
         MasterRequest::GetReplicas(keys) => MasterResponse::Replicas(st.get_replicas(id, &keys)),
         MasterRequest::Exist(keys) => MasterResponse::Codes(st.exist(&keys)),
-        MasterRequest::Remove { keys, force } => MasterResponse::Codes(st.remove(&keys, force)),
-        MasterRequest::RemoveAll { force } => MasterResponse::Count(st.remove_all(force)),
-        MasterRequest::RemoveByRegex { pattern, force } => {
-            drop(st);
-            // Compile outside the lock: a pathological pattern must not stall every client.
-            match regex::Regex::new(&pattern) {
-                Ok(re) => MasterResponse::Count(state.lock().remove_by_regex(&re, force)),
-                Err(e) => MasterResponse::Error {
-                    code: ErrorCode::InvalidParams,
-                    message: format!("bad regex: {e}"),
-                },
-            }
-        }
+        // Served by `serve_remove`.
+        MasterRequest::Remove { .. }
+        | MasterRequest::RemoveAll { .. }
+        | MasterRequest::RemoveByRegex { .. } => MasterResponse::Error {
+            code: ErrorCode::InternalError,
+            message: "unreachable request kind".into(),
+        },
         MasterRequest::DescribeSegments(ids) => {
             MasterResponse::Segments(st.describe_segments(&ids))
         }

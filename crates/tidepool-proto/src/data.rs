@@ -76,6 +76,27 @@ pub enum DataRequest {
         /// Base address of the segment.
         base_addr: u64,
     },
+    /// Forget directory entries of removed objects (contract §8: a remove is acknowledged by
+    /// the owners, so a master rebuilt from their directories cannot resurrect it). Sent by
+    /// the master; an entry is dropped only if it still holds that object at that address, so
+    /// a late or repeated drop never touches a newer object. Answered `Ok` once every entry is
+    /// gone (entries of segments the owner no longer has count as gone). Appended, so older
+    /// peers keep their variant numbers.
+    Drop {
+        /// Master epoch; owners refuse epochs older than they have seen.
+        epoch: u64,
+        /// The entries to forget.
+        drops: Vec<Dropped>,
+    },
+}
+
+/// One directory entry to forget (`DataRequest::Drop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    /// First byte of the replica.
+    pub addr: u64,
+    /// The object it must still hold to be dropped.
+    pub object_id: ObjectId,
 }
 
 /// A response from a segment owner.

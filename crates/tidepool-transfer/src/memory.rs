@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tidepool_common::{Error, ErrorCode, ObjectId, Result};
-use tidepool_proto::data::Seal;
+use tidepool_proto::data::{Dropped, Seal};
 
 /// A memfd-backed, `MAP_SHARED` memory segment owned by this engine.
 ///
@@ -112,6 +112,18 @@ impl Directory {
         }
     }
 
+    /// Drops the entry at `addr` if it holds `object`; a newer object there (the drop is late)
+    /// or no entry at all is left as it is.
+    fn forget(&mut self, addr: u64, object: ObjectId) {
+        if self
+            .entries
+            .get(&addr)
+            .is_some_and(|e| e.object_id == object)
+        {
+            self.entries.remove(&addr);
+        }
+    }
+
     fn holds(&self, object: ObjectId, addr: u64, len: u64) -> bool {
         match self.entries.range(..=addr).next_back() {
             Some((&a, e)) => {
@@ -183,6 +195,15 @@ impl LocalSegment {
     /// Records `seal` (see [`Directory::insert`]), after every ring record written before it.
     pub(crate) fn record(&self, seal: &Seal) {
         self.lock_drained().insert(seal.clone());
+    }
+
+    /// Forgets the entries of removed objects (`DataRequest::Drop`), after every ring record
+    /// written before: a seal still in a ring would otherwise land after its drop.
+    pub(crate) fn forget(&self, drops: &[Dropped]) {
+        let mut dir = self.lock_drained();
+        for d in drops {
+            dir.forget(d.addr, d.object_id);
+        }
     }
 
     /// True when the directory holds `object` on a replica containing `[addr, addr+len)`.

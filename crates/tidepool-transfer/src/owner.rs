@@ -7,7 +7,7 @@
 
 use crate::memory::{Region, Registry};
 use tidepool_common::{Error, ErrorCode, ObjectId, Result};
-use tidepool_proto::data::{Range, Seal};
+use tidepool_proto::data::{Dropped, Range, Seal};
 
 /// Total length of `ranges`, or `InvalidParams` on overflow.
 pub(crate) fn total_len(ranges: &[Range]) -> Result<u64> {
@@ -76,6 +76,36 @@ pub(crate) fn apply_seals(regions: &[Region], seals: &[Seal]) {
             seg.record(seal);
         }
     }
+}
+
+/// Forgets the directory entries of removed objects (`DataRequest::Drop`). A stale epoch is
+/// refused before anything is dropped; an address in no segment of this engine (the segment
+/// was unmounted, or never held the object) has nothing to drop, so it counts as done.
+pub(crate) fn apply_drops(reg: &Registry, epoch: u64, drops: &[Dropped]) -> Result<()> {
+    let mut by_segment: Vec<(Region, Vec<Dropped>)> = Vec::new();
+    for d in drops {
+        let Ok(region) = reg.resolve(d.addr, 0) else {
+            continue;
+        };
+        let Some(seg) = region.segment() else {
+            continue;
+        };
+        check_epoch(&region, epoch)?;
+        let base = seg.base_addr();
+        match by_segment
+            .iter_mut()
+            .find(|(r, _)| r.segment().is_some_and(|s| s.base_addr() == base))
+        {
+            Some((_, v)) => v.push(*d),
+            None => by_segment.push((region, vec![*d])),
+        }
+    }
+    for (region, v) in &by_segment {
+        if let Some(seg) = region.segment() {
+            seg.forget(v);
+        }
+    }
+    Ok(())
 }
 
 /// Validates a read: every range inside registered memory, and when an object is expected

@@ -217,6 +217,10 @@ async fn handle(
             frame::discard(conn, payload_len).await?;
             Ok(Ok(Handled::Ok))
         }
+        DataRequest::Drop { epoch, drops } => {
+            frame::discard(conn, payload_len).await?;
+            Ok(owner::apply_drops(reg, epoch, &drops).map(|()| Handled::Ok))
+        }
         DataRequest::ShmAttach { .. } | DataRequest::SealRing { .. } => {
             frame::discard(conn, payload_len).await?;
             Ok(Err(Error::invalid(

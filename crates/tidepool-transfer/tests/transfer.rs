@@ -1111,3 +1111,95 @@ async fn seal_rings_reach_the_directory_and_keep_the_fences() {
     writer.shutdown().await;
     reader.shutdown().await;
 }
+
+/// Sends one `Drop` to `owner` over a fresh TCP connection, as the master does.
+async fn send_drop(
+    owner: &TransferEngine,
+    epoch: u64,
+    drops: Vec<tidepool_proto::data::Dropped>,
+) -> tidepool_proto::data::DataResponse {
+    use tidepool_proto::data::{DataRequest, DataResponse};
+    use tidepool_proto::frame::{self, FrameKind};
+    let mut s = tokio::net::TcpStream::connect(owner.endpoint())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let req = DataRequest::Drop { epoch, drops };
+    frame::write_frame(&mut s, &mut buf, FrameKind::Request, 1, &req, &[])
+        .await
+        .unwrap();
+    let (_, resp) = frame::read_frame::<_, DataResponse>(&mut s, &mut buf)
+        .await
+        .unwrap();
+    resp.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drops_forget_only_the_object_named() {
+    use tidepool_proto::data::{DataResponse, Dropped};
+    let owner = engine(true).await;
+    let tcp = engine(false).await;
+    let shm = engine(true).await;
+    let seg = owner.create_segment(1 << 20).unwrap();
+    let t = target(&owner, &seg);
+    let b = t.base_addr;
+    let data = pattern(4096, 3);
+    let (s1, s2, s3) = (
+        seal("a", 1, b, 4096),
+        seal("b", 2, b + 4096, 4096),
+        seal("c", 3, b + 8192, 4096),
+    );
+    for (client, s) in [(&tcp, &s1), (&tcp, &s2), (&shm, &s3)] {
+        let op = WriteOp {
+            src: &data,
+            remote_addr: s.addr,
+        };
+        client
+            .write(&t, 1, &[op], std::slice::from_ref(s))
+            .await
+            .unwrap();
+    }
+    let drop_of = |addr, seq| Dropped {
+        addr,
+        object_id: ObjectId { epoch: 1, seq },
+    };
+    // `a` by its object; `b` named with another object (a late drop) stays; `c`'s seal may
+    // still sit in the shm writer's ring and is dropped all the same; an address this owner
+    // does not serve has nothing to drop.
+    let resp = send_drop(
+        &owner,
+        1,
+        vec![
+            drop_of(b, 1),
+            drop_of(b + 4096, 99),
+            drop_of(b + 8192, 3),
+            drop_of(16, 1),
+        ],
+    )
+    .await;
+    assert_eq!(resp, DataResponse::Ok);
+    assert_eq!(seg.directory(), vec![s2.clone()]);
+    // Repeating a drop is harmless.
+    assert_eq!(
+        send_drop(&owner, 1, vec![drop_of(b, 1)]).await,
+        DataResponse::Ok
+    );
+    // A master older than the segment's fence drops nothing.
+    seg.set_epoch(5);
+    match send_drop(&owner, 4, vec![drop_of(b + 4096, 2)]).await {
+        DataResponse::Error { code, message } => {
+            assert_eq!(code, ErrorCode::InvalidWrite, "{message}");
+            assert!(message.contains("stale master epoch"), "{message}");
+        }
+        other => panic!("stale drop answered {other:?}"),
+    }
+    assert_eq!(seg.directory(), vec![s2.clone()]);
+    assert_eq!(
+        send_drop(&owner, 5, vec![drop_of(b + 4096, 2)]).await,
+        DataResponse::Ok
+    );
+    assert!(seg.directory().is_empty());
+    for e in [owner, tcp, shm] {
+        e.shutdown().await;
+    }
+}

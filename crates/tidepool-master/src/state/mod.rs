@@ -10,6 +10,7 @@
 //! - [`objects`]: the object slab, key index and intrusive LRU / in-flight lists.
 //! - [`placement`]: which segments get a new object's replicas.
 //! - `puts.rs`: put start / end / revoke. `reads.rs`: lookups, existence, removal.
+//! - [`removal`]: removed objects' ranges held until their owners dropped them.
 //! - [`eviction`]: proactive (watermark) and reactive (allocation failure) eviction.
 //!
 //! Invariants: every range reserved in a live segment belongs to exactly one replica of one
@@ -25,6 +26,7 @@ pub mod objects;
 pub mod placement;
 mod puts;
 mod reads;
+pub mod removal;
 pub mod segments;
 
 #[cfg(test)]
@@ -298,10 +300,16 @@ impl MasterState {
 
     /// Removes object `idx`, returning its ranges to their segments.
     fn drop_object(&mut self, idx: u32) -> Object {
-        let o = self.objects.remove(idx);
+        let o = self.unlink_object(idx);
         for r in o.replicas.as_slice() {
             self.segments.free(r.seg, r.off, o.size);
         }
+        o
+    }
+
+    /// Removes object `idx` from the slab and its lists; its ranges stay reserved.
+    fn unlink_object(&mut self, idx: u32) -> Object {
+        let o = self.objects.remove(idx);
         if !o.in_flight && o.soft_pin != 0 {
             self.soft_pinned = self.soft_pinned.saturating_sub(1);
         }

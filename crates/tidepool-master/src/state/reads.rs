@@ -7,6 +7,7 @@
 //! the same (`put_end`). Across instants the order stays by time.
 
 use super::objects::ListId;
+use super::removal::Removal;
 use super::{MasterState, check_key};
 use regex::Regex;
 use tidepool_common::{ClientId, ErrorCode};
@@ -128,9 +129,13 @@ impl MasterState {
     }
 
     /// Removes objects: 0; -704 absent; -703 in flight (even forced); -706 leased unless `force`.
-    pub fn remove(&mut self, keys: &[String], force: bool) -> Vec<i32> {
+    /// The removed objects' ranges stay reserved in the returned [`Removal`] until their owners
+    /// dropped them (see `removal.rs`).
+    pub fn remove(&mut self, keys: &[String], force: bool) -> (Vec<i32>, Removal) {
         let now = self.now();
-        keys.iter()
+        let mut removal = Removal::default();
+        let codes = keys
+            .iter()
             .map(|key| {
                 if let Err(e) = check_key(key) {
                     return e.as_i32();
@@ -145,35 +150,37 @@ impl MasterState {
                 if !force && o.lease_deadline > now {
                     return ErrorCode::ObjectHasLease.as_i32();
                 }
-                self.drop_object(idx);
+                self.bury_object(idx, &mut removal);
                 0
             })
-            .collect()
+            .collect();
+        (codes, removal)
     }
 
     /// Removes every readable object whose key passes `filter`, skipping leased ones unless
-    /// `force`; returns the count.
-    fn remove_where(&mut self, force: bool, filter: impl Fn(&str) -> bool) -> u64 {
+    /// `force`; returns the count (ranges held as in [`MasterState::remove`]).
+    fn remove_where(&mut self, force: bool, filter: impl Fn(&str) -> bool) -> (u64, Removal) {
         let now = self.now();
+        let mut removal = Removal::default();
         let mut n = 0;
         for idx in self.objects.indices() {
             let o = self.objects.get(idx);
             if o.in_flight || (!force && o.lease_deadline > now) || !filter(&o.key) {
                 continue;
             }
-            self.drop_object(idx);
+            self.bury_object(idx, &mut removal);
             n += 1;
         }
-        n
+        (n, removal)
     }
 
     /// Removes every object of the cluster (skip rules as [`MasterState::remove_where`]).
-    pub fn remove_all(&mut self, force: bool) -> u64 {
+    pub fn remove_all(&mut self, force: bool) -> (u64, Removal) {
         self.remove_where(force, |_| true)
     }
 
     /// Removes objects whose key contains a match of `re` (search, not full match).
-    pub fn remove_by_regex(&mut self, re: &Regex, force: bool) -> u64 {
+    pub fn remove_by_regex(&mut self, re: &Regex, force: bool) -> (u64, Removal) {
         self.remove_where(force, |k| re.is_match(k))
     }
 

@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::settings::AllocationStrategy;
+use removal::{DropOrder, Removal};
 use tidepool_common::{Incarnation, MockClock, ObjectId};
+use tidepool_proto::data::Dropped;
 use tidepool_proto::master::{PutEndItem, PutStartResult};
 use tidepool_proto::types::{MemoryReplica, ReplicaStatus, ReplicateConfig, SoftPin};
 
@@ -99,7 +101,14 @@ fn exist1(st: &mut MasterState, key: &str) -> i32 {
 }
 
 fn remove1(st: &mut MasterState, key: &str, force: bool) -> i32 {
-    st.remove(&keys(&[key]), force)[0]
+    let r = st.remove(&keys(&[key]), force);
+    released(st, r)[0]
+}
+
+/// A removal's result once its owners acknowledged (here: at once) and its ranges went back.
+fn released<T>(st: &mut MasterState, (out, removal): (T, Removal)) -> T {
+    st.release(removal);
+    out
 }
 
 // ----- object state machine -----
@@ -189,7 +198,9 @@ fn bad_inputs_return_codes() {
         PutStartResult::Failed(ErrorCode::ClientNotFound)
     );
     assert_eq!(st.exist(&keys(&["", &long])), vec![-600, -400]);
-    assert_eq!(st.remove(&keys(&[""]), true), vec![-600]);
+    let r = st.remove(&keys(&[""]), true);
+    assert!(r.1.is_empty());
+    assert_eq!(released(&mut st, r), vec![-600]);
     assert_eq!(st.query_key(&long), Err(ErrorCode::InvalidKey));
     let fake = ObjectId { epoch: 7, seq: 999 };
     assert_eq!(end(&mut st, c, "nope", fake), -704);
@@ -432,20 +443,45 @@ fn remove_all_and_regex_counts() {
     assert_eq!(exist1(&mut st, "a/2"), 1); // leased
     let re = regex::Regex::new("^a/").unwrap();
     assert_eq!(
-        st.remove_by_regex(&re, false),
+        {
+            let r = st.remove_by_regex(&re, false);
+            released(&mut st, r)
+        },
         1,
         "a/1 only: a/2 leased, a/inflight in flight"
     );
-    assert_eq!(st.remove_by_regex(&re, true), 1, "a/2 forced");
+    assert_eq!(
+        {
+            let r = st.remove_by_regex(&re, true);
+            released(&mut st, r)
+        },
+        1,
+        "a/2 forced"
+    );
     let re = regex::Regex::new("/1").unwrap();
     assert_eq!(
-        st.remove_by_regex(&re, false),
+        {
+            let r = st.remove_by_regex(&re, false);
+            released(&mut st, r)
+        },
         2,
         "search anywhere: b/1, c/1"
     );
     assert_eq!(exist1(&mut st, "b/2"), 1);
-    assert_eq!(st.remove_all(false), 0);
-    assert_eq!(st.remove_all(true), 1);
+    assert_eq!(
+        {
+            let r = st.remove_all(false);
+            released(&mut st, r)
+        },
+        0
+    );
+    assert_eq!(
+        {
+            let r = st.remove_all(true);
+            released(&mut st, r)
+        },
+        1
+    );
     assert_eq!(st.all_keys(), vec!["a/inflight".to_string()]);
     assert_eq!(st.stats().allocated_bytes, 16);
 }
@@ -1151,4 +1187,86 @@ fn gigabyte_objects_where_a_segment_has_room() {
         "nothing evicted in vain"
     );
     assert_eq!(exist1(&mut st, "huge"), 1);
+}
+
+// ----- removes acknowledged by the owners (contract §8) -----
+
+#[test]
+fn removed_ranges_stay_reserved_until_released() {
+    let (mut st, _clock) = state();
+    let (a, seg_a) = node(&mut st, "a", 1, 64 * KIB);
+    let (_b, seg_b) = node(&mut st, "b", 1, 64 * KIB);
+    let two = ReplicateConfig {
+        replica_num: 2,
+        ..cfg()
+    };
+    let (id, reps) = allocated(start(&mut st, a, "k", 64 * KIB, &two));
+    assert_eq!(end(&mut st, a, "k", id), 0);
+    let (codes, removal) = st.remove(&keys(&["k", "absent"]), true);
+    assert_eq!(codes, vec![0, -704]);
+    // Gone from the index at once: no lookup finds it, a new put of the key may start.
+    assert_eq!(exist1(&mut st, "k"), 0);
+    // The ranges are not: both segments are full until the owners dropped the entries.
+    assert_eq!(st.stats().allocated_bytes, 128 * KIB);
+    assert_eq!(put(&mut st, a, "other", 64 * KIB), -200);
+    let mut orders = st.drop_orders(&removal);
+    orders.sort_by_key(|o| o.segment);
+    let want: Vec<DropOrder> = [(seg_a, "a:1"), (seg_b, "b:1")]
+        .into_iter()
+        .map(|(segment, endpoint)| DropOrder {
+            segment,
+            endpoint: endpoint.into(),
+            drops: vec![Dropped {
+                addr: reps.iter().find(|r| r.segment == segment).unwrap().addr,
+                object_id: id,
+            }],
+        })
+        .collect();
+    assert_eq!(
+        orders, want,
+        "one order per owner, with the address readers were given"
+    );
+    st.release(removal);
+    assert_eq!(st.stats().allocated_bytes, 0);
+    assert_eq!(put(&mut st, a, "other", 64 * KIB), 0);
+}
+
+#[test]
+fn release_after_the_owner_left_touches_nothing() {
+    let (mut st, _clock) = state();
+    let (a, seg_a) = node(&mut st, "a", 1, 64 * KIB);
+    assert_eq!(put(&mut st, a, "k", 4 * KIB), 0);
+    let (codes, removal) = st.remove(&keys(&["k"]), false);
+    assert_eq!(codes, vec![0]);
+    assert!(st.segment_mounted(seg_a));
+    st.close_client(a);
+    assert!(
+        !st.segment_mounted(seg_a),
+        "a dead owner needs no acknowledgement"
+    );
+    assert!(st.drop_orders(&removal).is_empty());
+    let (b, _) = node(&mut st, "a", 2, 64 * KIB);
+    assert_eq!(put(&mut st, b, "fill", 64 * KIB), 0);
+    // Freeing into the slot of a segment that is gone must not touch the new one.
+    st.release(removal);
+    assert_eq!(st.stats().allocated_bytes, 64 * KIB);
+}
+
+#[test]
+fn remove_all_and_regex_hold_every_range() {
+    let (mut st, _clock) = state();
+    let (a, _) = node(&mut st, "a", 1, MIB);
+    for k in ["x/1", "x/2", "y/1"] {
+        assert_eq!(put(&mut st, a, k, 4 * KIB), 0);
+    }
+    let re = regex::Regex::new("^x/").unwrap();
+    let (n, removal) = st.remove_by_regex(&re, true);
+    assert_eq!(n, 2);
+    assert_eq!(st.drop_orders(&removal)[0].drops.len(), 2);
+    let (m, rest) = st.remove_all(true);
+    assert_eq!(m, 1);
+    assert_eq!(st.stats().allocated_bytes, 12 * KIB);
+    st.release(removal);
+    st.release(rest);
+    assert_eq!(st.stats().allocated_bytes, 0);
 }

@@ -606,3 +606,115 @@ fn master_unix_socket_impostors_fall_back_to_tcp() {
         );
     }
 }
+
+async fn client_with_segment(rpc: &str, segment_size: u64) -> Client {
+    Client::connect(ClientConfig {
+        master_addr: rpc.to_string(),
+        segment_size,
+        ..ClientConfig::default()
+    })
+    .await
+    .expect("client connects")
+}
+
+/// Contract §8: a remove answers 0 only once the owner dropped the object from its
+/// directory, so a master rebuilt from the directories cannot bring it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removes_are_dropped_from_the_owner_directory_before_they_return() {
+    let m = master(&[]);
+    let rpc = m.field("rpc");
+    // The only segment of the cluster is the owner client's, so every replica lands there.
+    let owner = client_with_segment(&rpc, 16 << 20).await;
+    let writer = client(&rpc).await;
+    let cfg = ReplicateConfig::default();
+    let keys: Vec<String> = (0..6).map(|i| format!("dir/{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        writer
+            .put(k, &pattern(i as u8, 64 << 10), &cfg)
+            .await
+            .expect("put");
+    }
+    let held = |c: &Client| -> Vec<String> {
+        let mut v: Vec<String> = c.segment_directory().into_iter().map(|s| s.key).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(held(&owner), keys);
+    assert_eq!(
+        writer.batch_remove(&["dir/0", "dir/1"], true).await,
+        vec![0, 0]
+    );
+    // No waiting: the answer came after the owner's acknowledgement.
+    assert_eq!(held(&owner), keys[2..].to_vec());
+    assert_eq!(writer.remove_by_regex("^dir/[23]$", true).await.unwrap(), 2);
+    assert_eq!(held(&owner), keys[4..].to_vec());
+    // The owner removing its own objects waits on its own data server, which keeps serving.
+    assert_eq!(owner.remove_all(true).await.unwrap(), 2);
+    assert!(held(&owner).is_empty());
+    // The ranges came back: the segment takes a full load again.
+    for i in 0..15 {
+        writer
+            .put(&format!("again/{i}"), &pattern(1, 1 << 20), &cfg)
+            .await
+            .unwrap_or_else(|e| panic!("put {i} after removes: {e}"));
+    }
+    assert_eq!(held(&owner).len(), 15);
+    writer.close().await.unwrap();
+    owner.close().await.unwrap();
+}
+
+/// An owner that stops answering delays a remove only until the master declares it dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_waits_for_a_frozen_owner_only_until_it_is_declared_dead() {
+    let m = master(&["--client_ttl=2"]);
+    let rpc = m.field("rpc");
+    let n = node(&rpc, "16MB");
+    let c = client(&rpc).await;
+    c.put("frozen", &pattern(4, 4096), &ReplicateConfig::default())
+        .await
+        .expect("put");
+    let pid = n.child.id().to_string();
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill -STOP");
+    assert!(stop.success());
+    // The signal lands asynchronously: wait until every thread of the node is stopped.
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks.flatten().all(|t| {
+                    std::fs::read_to_string(t.path().join("stat"))
+                        .ok()
+                        .and_then(|s| {
+                            s.rsplit(')')
+                                .next()
+                                .map(|r| r.trim_start().starts_with('T'))
+                        })
+                        .unwrap_or(false)
+                })
+            })
+            .unwrap_or(false)
+    };
+    assert!(
+        eventually(Duration::from_secs(2), stopped).await,
+        "node did not stop"
+    );
+    let started = std::time::Instant::now();
+    let codes = c.batch_remove(&["frozen"], true).await;
+    let took = started.elapsed();
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
+    assert_eq!(
+        codes,
+        vec![0],
+        "a dead owner's directory needs no acknowledgement"
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(8),
+        "remove took {took:?}: it must wait for the owner's death (client_ttl 2 s), not fail or hang"
+    );
+    assert_eq!(c.batch_exist(&["frozen"]).await, vec![0]);
+    c.close().await.unwrap();
+}
