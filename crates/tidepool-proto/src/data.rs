@@ -19,8 +19,31 @@ pub struct Seal {
     pub addr: u64,
     /// Replica length.
     pub len: u64,
-    /// Pin flags (bit 0 soft pin, bit 1 hard pin).
+    /// Pin flags (bit 0 soft pin, bit 1 hard pin), and [`Seal::PENDING`].
     pub flags: u8,
+}
+
+impl Seal {
+    /// Flag of a claim: the object's bytes are on their way into this range and not yet in
+    /// place. An owner records a claim before the bytes land, replacing whatever older entry
+    /// overlaps it (a range is reallocated only after its object was freed, and eviction tells
+    /// no owner), so from then on it refuses reads of the old object there, and a master rebuilt
+    /// from its directory finds neither the old object over torn bytes nor the new one
+    /// unsealed. The seal that follows the bytes replaces the claim.
+    pub const PENDING: u8 = 0x80;
+
+    /// This seal as a claim.
+    pub fn claim(&self) -> Seal {
+        Seal {
+            flags: self.flags | Self::PENDING,
+            ..self.clone()
+        }
+    }
+
+    /// True for a claim.
+    pub fn is_pending(&self) -> bool {
+        self.flags & Self::PENDING != 0
+    }
 }
 
 /// One range of a batched transfer.

@@ -43,8 +43,9 @@ impl Directory {
     /// Records `seal`, dropping every entry whose range overlaps it, unless one of those holds
     /// a newer object: the master reallocates a range only after the object in it was freed,
     /// so a seal older than what the directory holds there is a late one (a writer whose put
-    /// was revoked, or a ring drained after another) and must not replace it.
-    fn insert(&mut self, seal: Seal) {
+    /// was revoked, or a ring drained after another) and must not replace it. Returns whether
+    /// `seal` was recorded.
+    fn insert(&mut self, seal: Seal) -> bool {
         let start = seal.addr;
         // Zero-length replicas still occupy their address for overlap purposes.
         let end = seal.addr.saturating_add(seal.len.max(1));
@@ -54,7 +55,7 @@ impl Directory {
         for (&a, e) in self.entries.range(..end).rev() {
             if a.saturating_add(e.len.max(1)) > start {
                 if e.object_id > seal.object_id {
-                    return;
+                    return false;
                 }
                 doomed.push(a);
             } else {
@@ -65,6 +66,7 @@ impl Directory {
             self.entries.remove(&a);
         }
         self.entries.insert(seal.addr, seal);
+        true
     }
 
     /// Moves every ring's records into `entries`, checking each as a `Seal` request would be
@@ -127,7 +129,9 @@ impl Directory {
     fn holds(&self, object: ObjectId, addr: u64, len: u64) -> bool {
         match self.entries.range(..=addr).next_back() {
             Some((&a, e)) => {
-                e.object_id == object && addr.saturating_add(len) <= a.saturating_add(e.len)
+                e.object_id == object
+                    && !e.is_pending()
+                    && addr.saturating_add(len) <= a.saturating_add(e.len)
             }
             None => false,
         }
@@ -187,14 +191,21 @@ impl LocalSegment {
         dir
     }
 
-    /// The sealed replicas, ordered by address.
+    /// The sealed replicas, ordered by address (claims whose bytes have not all landed are
+    /// not replicas yet, and are left out).
     pub fn directory(&self) -> Vec<Seal> {
-        self.lock_drained().entries.values().cloned().collect()
+        self.lock_drained()
+            .entries
+            .values()
+            .filter(|s| !s.is_pending())
+            .cloned()
+            .collect()
     }
 
     /// Records `seal` (see [`Directory::insert`]), after every ring record written before it.
-    pub(crate) fn record(&self, seal: &Seal) {
-        self.lock_drained().insert(seal.clone());
+    /// Returns false when a newer object holds part of its range (the seal is a late one).
+    pub(crate) fn record(&self, seal: &Seal) -> bool {
+        self.lock_drained().insert(seal.clone())
     }
 
     /// Forgets the entries of removed objects (`DataRequest::Drop`), after every ring record
@@ -208,13 +219,9 @@ impl LocalSegment {
 
     /// True when the directory holds `object` on a replica containing `[addr, addr+len)`.
     pub(crate) fn holds(&self, object: ObjectId, addr: u64, len: u64) -> bool {
-        let mut dir = self.dir.lock();
-        if dir.holds(object, addr, len) {
-            return true;
-        }
-        // A writer may have committed a replica whose seal still sits in its ring.
-        dir.drain(self.base_addr(), self.size(), self.epoch());
-        dir.holds(object, addr, len)
+        // Rings first, both ways: a writer may have committed a replica whose seal is still
+        // there, or claimed the range for a newer object before copying into it.
+        self.lock_drained().holds(object, addr, len)
     }
 
     /// A new seal ring for one same-host writer (its fd goes to the writer).

@@ -69,10 +69,33 @@ pub(crate) fn check_seals_into(
     Ok(())
 }
 
+/// Records `seals` as claims ([`Seal::PENDING`]) before their bytes land (`regions` as for
+/// [`apply_seals`]). A claim that a newer object's entry blocks means the write is a late one
+/// (its put was revoked and the range given to that newer object): refused, so its bytes never
+/// land over the newer object's.
+pub(crate) fn apply_claims(regions: &[Region], seals: &[Seal]) -> Result<()> {
+    for (region, seal) in regions.iter().zip(seals) {
+        if let Some(seg) = region.segment()
+            && !seg.record(&seal.claim())
+        {
+            return Err(Error::new(
+                ErrorCode::InvalidWrite,
+                format!(
+                    "range holds a newer object: key={} object={} addr={:#x} len={}",
+                    seal.key, seal.object_id, seal.addr, seal.len
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Records `seals` whose regions `check_*` resolved (`regions` is aligned with `seals`).
 pub(crate) fn apply_seals(regions: &[Region], seals: &[Seal]) {
     for (region, seal) in regions.iter().zip(seals) {
         if let Some(seg) = region.segment() {
+            // A late seal is dropped silently: the bytes are in place and harm nothing, and the
+            // writer's put was revoked, so its commit fails at the master anyway.
             seg.record(seal);
         }
     }

@@ -154,13 +154,16 @@ async fn handle(
             ranges,
             seals,
         } => {
+            // Claimed before the first byte lands: a writer that dies mid-payload leaves a
+            // claim, not the old object's entry over torn bytes.
             let checked = owner::total_len(&ranges).and_then(|total| {
                 if total != payload_len {
                     return Err(Error::invalid(format!(
                         "payload length does not match ranges: payload={payload_len} ranges={total}"
                     )));
                 }
-                owner::check_write(reg, epoch, &ranges, &seals, &mut s.regions)
+                owner::check_write(reg, epoch, &ranges, &seals, &mut s.regions)?;
+                owner::apply_claims(&s.regions[ranges.len()..], &seals)
             });
             if let Err(e) = checked {
                 frame::discard(conn, payload_len).await?;

@@ -1203,3 +1203,115 @@ async fn drops_forget_only_the_object_named() {
         e.shutdown().await;
     }
 }
+
+/// A write claims its objects' ranges before the first byte lands (`Seal::PENDING`): a writer
+/// that dies mid-payload leaves neither the old object's entry over torn bytes nor a sealed
+/// entry for the new one, and reads of the old object there are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_claim_their_ranges_before_the_bytes_land() {
+    use tidepool_proto::data::{DataRequest, Range};
+    use tidepool_proto::frame::{self, FrameKind};
+    use tokio::io::AsyncWriteExt;
+    let owner = engine(true).await;
+    let tcp = engine(false).await;
+    let seg = owner.create_segment(1 << 20).unwrap();
+    let t = target(&owner, &seg);
+    let b = t.base_addr;
+    let old = seal("old", 1, b, 8192);
+    let data = pattern(8192, 9);
+    let op = WriteOp {
+        src: &data,
+        remote_addr: b,
+    };
+    tcp.write(&t, 1, &[op], std::slice::from_ref(&old))
+        .await
+        .unwrap();
+    assert_eq!(seg.directory(), vec![old.clone()]);
+
+    // A newer object over half of it; the writer sends a quarter of the payload and dies.
+    let new = seal("new", 2, b + 4096, 4096);
+    let mut s = tokio::net::TcpStream::connect(owner.endpoint())
+        .await
+        .unwrap();
+    let req = DataRequest::Write {
+        epoch: 1,
+        ranges: vec![Range {
+            addr: new.addr,
+            len: new.len,
+        }],
+        seals: vec![new.clone()],
+    };
+    let mut buf = Vec::new();
+    frame::encode_frame(&mut buf, FrameKind::Request, 1, &req, new.len).unwrap();
+    buf.extend_from_slice(&[0xEE; 1024]);
+    s.write_all(&buf).await.unwrap();
+    s.flush().await.unwrap();
+    let claimed = || seg.directory().is_empty();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !claimed() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(s);
+    assert!(claimed(), "old entry still listed: {:?}", seg.directory());
+    let mut out = vec![0u8; 4096];
+    let err = tcp
+        .read(
+            &t,
+            &mut [ReadOp {
+                dst: &mut out,
+                remote_addr: b,
+                expect: Some(old.object_id),
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ReplicaIsGone);
+    // The newer object's whole write seals; then a late write of the older object (a revoked
+    // put) is refused before its bytes land over the newer one's.
+    let whole = WriteOp {
+        src: &data[..4096],
+        remote_addr: new.addr,
+    };
+    tcp.write(&t, 1, &[whole], std::slice::from_ref(&new))
+        .await
+        .unwrap();
+    assert_eq!(seg.directory(), vec![new.clone()]);
+    let stale = WriteOp {
+        src: &data[..4096],
+        remote_addr: b + 4096,
+    };
+    let late = seal("old", 1, b, 8192);
+    for writer in [&tcp, &owner] {
+        let err = writer
+            .write(
+                &t,
+                1,
+                std::slice::from_ref(&stale),
+                std::slice::from_ref(&late),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidWrite, "{err}");
+        assert!(err.message().contains("newer object"), "{err}");
+    }
+    assert_eq!(seg.directory(), vec![new.clone()]);
+    let mut back = vec![0u8; 4096];
+    tcp.read(
+        &t,
+        &mut [ReadOp {
+            dst: &mut back,
+            remote_addr: new.addr,
+            expect: Some(new.object_id),
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        &back[..],
+        &data[..4096],
+        "the newer object's bytes are intact"
+    );
+    for e in [owner, tcp] {
+        e.shutdown().await;
+    }
+}

@@ -53,6 +53,13 @@ struct Ring {
 }
 
 impl Ring {
+    /// Appends claims; `false` when the caller must send them by request instead. Unlike
+    /// seals, a claim acknowledges nothing, so a dead owner needs no check here: the seal that
+    /// follows the copy finds it.
+    fn push_claims(&self, epoch: u64, claims: &[Seal]) -> bool {
+        self.producer.lock().push(epoch, claims)
+    }
+
     /// Appends `seals`; `false` when the caller must seal by request instead.
     fn push(&self, epoch: u64, seals: &[Seal]) -> bool {
         // One poll(2) with no wait: a dead owner must fail the put as a request would, not let
@@ -116,6 +123,18 @@ impl ShmTransport {
             maps: Mutex::new(HashMap::new()),
             seal_lanes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records `seals` (or claims) on the owner by request: over its Unix socket from a
+    /// caller's thread, else over TCP.
+    async fn seal_by_request(&self, target: &Target, epoch: u64, seals: &[Seal]) -> Result<()> {
+        if blocking::is_caller_thread()
+            && let Some(socket) = target.shm_socket.as_deref()
+            && let Some(r) = self.seal_sync(target, socket, epoch, seals)
+        {
+            return r;
+        }
+        self.tcp.seal(target, epoch, seals).await
     }
 
     /// Seals on the owner over its Unix socket, blocking this caller thread; `None` when no
@@ -372,23 +391,27 @@ impl Transport for ShmTransport {
         let Some(m) = self.mapping(target).await else {
             return self.tcp.write(target, epoch, ops, seals).await;
         };
-        Self::copy_in(&m, &self.shared, ops)?;
         if seals.is_empty() {
-            return Ok(());
+            return Self::copy_in(&m, &self.shared, ops);
         }
+        // Claims go first (see `Seal::PENDING`): the owner learns the ranges are being
+        // overwritten before the first byte lands.
+        let claims: Vec<Seal> = seals.iter().map(Seal::claim).collect();
+        let claimed = m
+            .ring
+            .as_ref()
+            .is_some_and(|r| r.push_claims(epoch, &claims));
+        if !claimed {
+            self.seal_by_request(target, epoch, &claims).await?;
+        }
+        Self::copy_in(&m, &self.shared, ops)?;
         if let Some(ring) = &m.ring
             && ring.push(epoch, seals)
         {
             add(&self.shared.stats.ring_seals, seals.len() as u64);
             return Ok(());
         }
-        if blocking::is_caller_thread()
-            && let Some(socket) = target.shm_socket.as_deref()
-            && let Some(r) = self.seal_sync(target, socket, epoch, seals)
-        {
-            return r;
-        }
-        self.tcp.seal(target, epoch, seals).await
+        self.seal_by_request(target, epoch, seals).await
     }
 
     async fn read(&self, target: &Target, ops: &mut [ReadOp<'_>]) -> Result<()> {

@@ -786,13 +786,16 @@ impl Transport for TcpTransport {
             pool.run(Job::Write { epoch, ops, seals }).await?;
         } else {
             let chunks = split_writes(ops, n, total);
+            // Every chunk claims the objects' ranges (see `Seal::PENDING`): whichever lands
+            // first, no byte arrives before the claim.
+            let claims: Vec<Seal> = seals.iter().map(Seal::claim).collect();
             let futs: Vec<_> = chunks
                 .iter()
                 .map(|c| {
                     pool.run(Job::Write {
                         epoch,
                         ops: c,
-                        seals: &[],
+                        seals: &claims,
                     })
                 })
                 .collect();
