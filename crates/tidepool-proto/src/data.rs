@@ -24,12 +24,12 @@ pub struct Seal {
 }
 
 impl Seal {
-    /// Flag of a claim: the object's bytes are on their way into this range and not yet in
-    /// place. An owner records a claim before the bytes land, replacing whatever older entry
-    /// overlaps it (a range is reallocated only after its object was freed, and eviction tells
-    /// no owner), so from then on it refuses reads of the old object there, and a master rebuilt
-    /// from its directory finds neither the old object over torn bytes nor the new one
-    /// unsealed. The seal that follows the bytes replaces the claim.
+    /// Flag of a claim: the object's bytes are on their way into this range, or were cut short,
+    /// and are not all in place. A claim replaces whatever older entry overlaps it (a range is
+    /// reallocated only after its object was freed, and eviction tells no owner), so the owner
+    /// then refuses reads of the old object there, and a master rebuilt from its directory
+    /// finds neither the old object over torn bytes nor the new one unsealed. The seal that
+    /// follows the bytes replaces the claim.
     pub const PENDING: u8 = 0x80;
 
     /// This seal as a claim.

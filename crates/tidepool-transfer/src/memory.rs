@@ -69,6 +69,21 @@ impl Directory {
         true
     }
 
+    /// True when an entry overlapping `seal`'s range holds a newer object (`seal` is late).
+    fn newer_over(&self, seal: &Seal) -> bool {
+        let start = seal.addr;
+        let end = seal.addr.saturating_add(seal.len.max(1));
+        for (&a, e) in self.entries.range(..end).rev() {
+            if a.saturating_add(e.len.max(1)) <= start {
+                break;
+            }
+            if e.object_id > seal.object_id {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Moves every ring's records into `entries`, checking each as a `Seal` request would be
     /// (inside the segment `[base, base+size)`, epoch not fenced). A ring that breaks its
     /// framing is dropped: its writer sees it closed and seals by request from then on.
@@ -203,9 +218,23 @@ impl LocalSegment {
     }
 
     /// Records `seal` (see [`Directory::insert`]), after every ring record written before it.
-    /// Returns false when a newer object holds part of its range (the seal is a late one).
-    pub(crate) fn record(&self, seal: &Seal) -> bool {
-        self.lock_drained().insert(seal.clone())
+    #[cfg(test)]
+    pub(crate) fn record(&self, seal: &Seal) {
+        self.lock_drained().insert(seal.clone());
+    }
+
+    /// Records every seal, under one lock.
+    pub(crate) fn record_all(&self, seals: impl Iterator<Item = Seal>) {
+        let mut dir = self.lock_drained();
+        for s in seals {
+            dir.insert(s);
+        }
+    }
+
+    /// The first of `seals` whose range a newer object's entry overlaps (a late write).
+    pub(crate) fn first_late<'a>(&self, seals: impl Iterator<Item = &'a Seal>) -> Option<&'a Seal> {
+        let dir = self.lock_drained();
+        seals.into_iter().find(|s| dir.newer_over(s))
     }
 
     /// Forgets the entries of removed objects (`DataRequest::Drop`), after every ring record

@@ -5,7 +5,8 @@
 //! and seals are fenced by the segment's epoch (contract §8); seals land in the segment's
 //! directory only after all bytes are in place (W12).
 
-use crate::memory::{Region, Registry};
+use crate::memory::{LocalSegment, Region, Registry};
+use std::sync::Arc;
 use tidepool_common::{Error, ErrorCode, ObjectId, Result};
 use tidepool_proto::data::{Dropped, Range, Seal};
 
@@ -69,36 +70,66 @@ pub(crate) fn check_seals_into(
     Ok(())
 }
 
-/// Records `seals` as claims ([`Seal::PENDING`]) before their bytes land (`regions` as for
-/// [`apply_seals`]). A claim that a newer object's entry blocks means the write is a late one
-/// (its put was revoked and the range given to that newer object): refused, so its bytes never
-/// land over the newer object's.
-pub(crate) fn apply_claims(regions: &[Region], seals: &[Seal]) -> Result<()> {
-    for (region, seal) in regions.iter().zip(seals) {
-        if let Some(seg) = region.segment()
-            && !seg.record(&seal.claim())
-        {
-            return Err(Error::new(
+/// Refuses a write that comes too late: one whose seal a newer object's entry overlaps (its
+/// put was revoked and the range given to that newer object), before any byte lands over the
+/// newer object's (`regions` as for [`apply_seals`]).
+pub(crate) fn check_not_late(regions: &[Region], seals: &[Seal]) -> Result<()> {
+    for_each_run(regions, seals, |seg, run| {
+        match seg.first_late(run.iter()) {
+            Some(late) => Err(Error::new(
                 ErrorCode::InvalidWrite,
                 format!(
                     "range holds a newer object: key={} object={} addr={:#x} len={}",
-                    seal.key, seal.object_id, seal.addr, seal.len
+                    late.key, late.object_id, late.addr, late.len
                 ),
-            ));
+            )),
+            None => Ok(()),
         }
-    }
-    Ok(())
+    })
 }
 
-/// Records `seals` whose regions `check_*` resolved (`regions` is aligned with `seals`).
+/// Records `seals` as claims ([`Seal::PENDING`]): their bytes did not all land (a payload cut
+/// short), or are about to.
+pub(crate) fn apply_claims(regions: &[Region], seals: &[Seal]) {
+    let _ = for_each_run(regions, seals, |seg, run| {
+        seg.record_all(run.iter().map(Seal::claim));
+        Ok(())
+    });
+}
+
+/// Records `seals` whose regions `check_*` resolved (`regions` is aligned with `seals`). A
+/// late seal is dropped silently: its bytes harm nothing, and its put was revoked, so its commit
+/// fails at the master anyway.
 pub(crate) fn apply_seals(regions: &[Region], seals: &[Seal]) {
-    for (region, seal) in regions.iter().zip(seals) {
-        if let Some(seg) = region.segment() {
-            // A late seal is dropped silently: the bytes are in place and harm nothing, and the
-            // writer's put was revoked, so its commit fails at the master anyway.
-            seg.record(seal);
+    let _ = for_each_run(regions, seals, |seg, run| {
+        seg.record_all(run.iter().cloned());
+        Ok(())
+    });
+}
+
+/// Calls `f` once per run of consecutive seals in one segment (a request's seals are nearly
+/// always in one), so a batch takes the directory lock once, not once per seal.
+fn for_each_run(
+    regions: &[Region],
+    seals: &[Seal],
+    mut f: impl FnMut(&LocalSegment, &[Seal]) -> Result<()>,
+) -> Result<()> {
+    let mut i = 0;
+    while i < seals.len().min(regions.len()) {
+        let Some(seg) = regions[i].segment() else {
+            i += 1;
+            continue;
+        };
+        let mut j = i + 1;
+        while j < seals.len().min(regions.len())
+            && regions[j].segment().is_some_and(|s| Arc::ptr_eq(s, seg))
+        {
+            j += 1;
         }
+        f(seg, &seals[i..j])?;
+        i = j;
     }
+    Ok(())
 }
 
 /// Forgets the directory entries of removed objects (`DataRequest::Drop`). A stale epoch is

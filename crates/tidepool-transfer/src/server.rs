@@ -154,8 +154,6 @@ async fn handle(
             ranges,
             seals,
         } => {
-            // Claimed before the first byte lands: a writer that dies mid-payload leaves a
-            // claim, not the old object's entry over torn bytes.
             let checked = owner::total_len(&ranges).and_then(|total| {
                 if total != payload_len {
                     return Err(Error::invalid(format!(
@@ -163,7 +161,7 @@ async fn handle(
                     )));
                 }
                 owner::check_write(reg, epoch, &ranges, &seals, &mut s.regions)?;
-                owner::apply_claims(&s.regions[ranges.len()..], &seals)
+                owner::check_not_late(&s.regions[ranges.len()..], &seals)
             });
             if let Err(e) = checked {
                 frame::discard(conn, payload_len).await?;
@@ -174,7 +172,12 @@ async fn handle(
                 // `s.regions` holds that region's owner (keeping a segment mapped) until the
                 // next request; caller-registered memory stays valid until unregistered.
                 let dst = unsafe { slice_of_mut(r.addr, r.len) };
-                conn.read_exact(dst).await?;
+                if let Err(e) = conn.read_exact(dst).await {
+                    // Cut short: the ranges now hold torn bytes, so the old objects' entries
+                    // go, and the new ones are claims, not replicas (`Seal::PENDING`).
+                    owner::apply_claims(&s.regions[ranges.len()..], &seals);
+                    return Err(e.into());
+                }
             }
             owner::apply_seals(&s.regions[ranges.len()..], &seals);
             Ok(Ok(Handled::Ok))

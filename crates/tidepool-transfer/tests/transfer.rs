@@ -1204,11 +1204,12 @@ async fn drops_forget_only_the_object_named() {
     }
 }
 
-/// A write claims its objects' ranges before the first byte lands (`Seal::PENDING`): a writer
-/// that dies mid-payload leaves neither the old object's entry over torn bytes nor a sealed
-/// entry for the new one, and reads of the old object there are refused.
+/// A writer that dies mid-payload leaves a claim (`Seal::PENDING`): neither the old object's
+/// entry over torn bytes nor a sealed entry for the new one, and reads of the old object there
+/// are refused. A late write (older than the object now in its range) is refused before any
+/// byte lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_claim_their_ranges_before_the_bytes_land() {
+async fn cut_writes_leave_claims_and_late_writes_are_refused() {
     use tidepool_proto::data::{DataRequest, Range};
     use tidepool_proto::frame::{self, FrameKind};
     use tokio::io::AsyncWriteExt;
@@ -1246,12 +1247,12 @@ async fn writes_claim_their_ranges_before_the_bytes_land() {
     buf.extend_from_slice(&[0xEE; 1024]);
     s.write_all(&buf).await.unwrap();
     s.flush().await.unwrap();
+    drop(s);
     let claimed = || seg.directory().is_empty();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !claimed() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    drop(s);
     assert!(claimed(), "old entry still listed: {:?}", seg.directory());
     let mut out = vec![0u8; 4096];
     let err = tcp

@@ -47,7 +47,9 @@ impl Transport for LocalTransport {
             })
             .collect();
         let bytes: u64 = ranges.iter().map(|r| r.len).sum();
-        owner::apply_claims(&regions[ranges.len()..], seals)?;
+        // No claim needed: this copy cannot stop half way without the owner (this process)
+        // going with it.
+        owner::check_not_late(&regions[ranges.len()..], seals)?;
         // SAFETY: `check_write` validated every destination inside a registered region whose
         // owner `regions` keeps alive; the sources are the caller's live slices; the master
         // never allocates two objects of one batch over the same bytes, so destinations are
