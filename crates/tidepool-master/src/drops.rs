@@ -10,6 +10,7 @@
 //! cannot stay reserved for ever).
 
 use crate::Master;
+use crate::metrics::DropOutcome;
 use crate::state::removal::{DropOrder, Removal};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -80,7 +81,16 @@ pub async fn settle(master: &Arc<Master>, removal: Removal) -> Result<(), ErrorC
         let mut owners = JoinSet::new();
         for order in orders {
             let master = master.clone();
-            owners.spawn(async move { master.deliver(&order, epoch, until).await });
+            owners.spawn(async move {
+                let r = master.deliver(&order, epoch, until).await;
+                let outcome = match r {
+                    Ok(true) => DropOutcome::Acked,
+                    Ok(false) => DropOutcome::Excused,
+                    Err(_) => DropOutcome::Failed,
+                };
+                master.metrics.owner_drop(outcome);
+                r.map(|_| ())
+            });
         }
         let mut outcome = Ok(());
         while let Some(r) = owners.join_next().await {
@@ -96,13 +106,14 @@ pub async fn settle(master: &Arc<Master>, removal: Removal) -> Result<(), ErrorC
 }
 
 impl Master {
-    /// Delivers one owner's drops, retrying while its segment stays mounted.
+    /// Delivers one owner's drops, retrying while its segment stays mounted: `Ok(true)` once
+    /// acknowledged, `Ok(false)` when the owner went away first.
     async fn deliver(
         &self,
         order: &DropOrder,
         epoch: u64,
         until: Instant,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<bool, ErrorCode> {
         for chunk in order.drops.chunks(DROPS_PER_REQUEST) {
             loop {
                 match self.attempt(&order.endpoint, epoch, chunk).await {
@@ -116,7 +127,7 @@ impl Master {
                 }
                 if !self.lock().segment_mounted(order.segment) {
                     // Declared dead or unmounted: its directory went with it.
-                    return Ok(());
+                    return Ok(false);
                 }
                 if Instant::now() >= until {
                     tracing::warn!(endpoint = %order.endpoint, "owner never acknowledged a drop");
@@ -125,7 +136,7 @@ impl Master {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// One request: `Ok` once acknowledged, `Err(Some)` on a refusal, `Err(None)` when the

@@ -309,6 +309,17 @@ impl Rate {
     }
 }
 
+/// How one owner's part of a remove ended (`crate::drops`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropOutcome {
+    /// The owner dropped the entries.
+    Acked,
+    /// The owner was declared dead or unmounted before it answered.
+    Excused,
+    /// The owner refused, or never answered while mounted.
+    Failed,
+}
+
 /// The master's request metrics. One per master, shared by the RPC and admin services.
 #[derive(Debug)]
 pub struct Metrics {
@@ -327,6 +338,11 @@ pub struct Metrics {
     connections_total: Counter,
     malformed_frames: Counter,
     version_rejections: Counter,
+    /// Owners that acknowledged a remove's drops, that were excused (declared dead or
+    /// unmounted first), and that refused or never answered (`drops`).
+    drops_acked: Counter,
+    drops_excused: Counter,
+    drops_failed: Counter,
     history: Mutex<VecDeque<Sample>>,
 }
 
@@ -358,6 +374,9 @@ impl Metrics {
             connections_total: Counter::default(),
             malformed_frames: Counter::default(),
             version_rejections: Counter::default(),
+            drops_acked: Counter::default(),
+            drops_excused: Counter::default(),
+            drops_failed: Counter::default(),
             history: Mutex::new(VecDeque::with_capacity(HISTORY_LEN)),
         }
     }
@@ -384,6 +403,15 @@ impl Metrics {
     /// A frame could not be decoded.
     pub fn malformed_frame(&self) {
         self.malformed_frames.inc();
+    }
+
+    /// One owner's part of a remove: acknowledged, excused, or failed.
+    pub fn owner_drop(&self, outcome: DropOutcome) {
+        match outcome {
+            DropOutcome::Acked => self.drops_acked.inc(),
+            DropOutcome::Excused => self.drops_excused.inc(),
+            DropOutcome::Failed => self.drops_failed.inc(),
+        }
     }
 
     /// A client with an incompatible protocol version was turned away.
@@ -812,6 +840,23 @@ impl Metrics {
             "RPC frames that could not be decoded.",
             self.malformed_frames.get(),
         );
+        family(
+            o,
+            "tidepool_remove_owner_drops_total",
+            "Owners told to drop removed objects from their directories, by outcome: acked, excused (declared dead or unmounted first), failed (refused, or no answer within client_ttl + 1 s).",
+            "counter",
+        );
+        for (outcome, c) in [
+            ("acked", &self.drops_acked),
+            ("excused", &self.drops_excused),
+            ("failed", &self.drops_failed),
+        ] {
+            let _ = writeln!(
+                o,
+                "tidepool_remove_owner_drops_total{{outcome=\"{outcome}\"}} {}",
+                c.get()
+            );
+        }
         counter(
             o,
             "tidepool_rpc_version_rejections_total",

@@ -659,6 +659,16 @@ async fn removes_are_dropped_from_the_owner_directory_before_they_return() {
             .unwrap_or_else(|e| panic!("put {i} after removes: {e}"));
     }
     assert_eq!(held(&owner).len(), 15);
+    let drops = |outcome: &str| {
+        crate::cluster::metric(
+            &m.field("metrics"),
+            &format!("tidepool_remove_owner_drops_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(
+        (drops("acked"), drops("excused"), drops("failed")),
+        (3, 0, 0)
+    );
     writer.close().await.unwrap();
     owner.close().await.unwrap();
 }
@@ -716,5 +726,10 @@ async fn remove_waits_for_a_frozen_owner_only_until_it_is_declared_dead() {
         "remove took {took:?}: it must wait for the owner's death (client_ttl 2 s), not fail or hang"
     );
     assert_eq!(c.batch_exist(&["frozen"]).await, vec![0]);
+    let excused = crate::cluster::metric(
+        &m.field("metrics"),
+        "tidepool_remove_owner_drops_total{outcome=\"excused\"}",
+    );
+    assert_eq!(excused, 1);
     c.close().await.unwrap();
 }
