@@ -140,7 +140,8 @@ impl Master {
     }
 
     /// One request: `Ok` once acknowledged, `Err(Some)` on a refusal, `Err(None)` when the
-    /// owner could not be reached or did not answer in time.
+    /// owner could not be reached or did not answer in time. A kept connection that fails (the
+    /// owner restarted, or closed it while idle) is replaced by a fresh one at once.
     async fn attempt(
         &self,
         endpoint: &str,
@@ -151,35 +152,50 @@ impl Master {
             epoch,
             drops: drops.to_vec(),
         };
-        let exchange = async {
-            let mut conn = match self.owners.take(endpoint) {
-                Some(c) => c,
-                None => BufReader::new(TcpStream::connect(endpoint).await.map_err(|_| None)?),
-            };
-            let mut buf = Vec::new();
-            frame::write_frame(conn.get_mut(), &mut buf, FrameKind::Request, 1, &req, &[])
-                .await
-                .map_err(|_| None)?;
-            let (hdr, resp) = frame::read_frame::<_, DataResponse>(&mut conn, &mut buf)
-                .await
-                .map_err(|_| None)?;
-            if hdr.payload_len > 0 {
-                frame::discard(&mut conn, hdr.payload_len)
-                    .await
-                    .map_err(|_| None)?;
-            }
-            match resp {
-                Ok(DataResponse::Ok) => {
-                    self.owners.put_back(endpoint, conn);
-                    Ok(())
+        let run = async {
+            if let Some(kept) = self.owners.take(endpoint) {
+                match self.exchange(endpoint, kept, &req).await {
+                    Err(None) => {}
+                    done => return done,
                 }
-                Ok(DataResponse::Error { code, message }) => Err(Some((code, message))),
-                // Any other answer is a protocol fault: dropped with the connection, retried.
-                Ok(_) | Err(_) => Err(None),
             }
+            let fresh = TcpStream::connect(endpoint).await.map_err(|_| None)?;
+            let _ = fresh.set_nodelay(true);
+            self.exchange(endpoint, BufReader::new(fresh), &req).await
         };
-        tokio::time::timeout(ATTEMPT_TIMEOUT, exchange)
+        tokio::time::timeout(ATTEMPT_TIMEOUT, run)
             .await
             .unwrap_or(Err(None))
+    }
+
+    /// Sends `req` on `conn` and reads the answer; the connection is kept for the next remove
+    /// only after a clean `Ok`.
+    async fn exchange(
+        &self,
+        endpoint: &str,
+        mut conn: BufReader<TcpStream>,
+        req: &DataRequest,
+    ) -> Result<(), Option<(ErrorCode, String)>> {
+        let mut buf = Vec::new();
+        frame::write_frame(conn.get_mut(), &mut buf, FrameKind::Request, 1, req, &[])
+            .await
+            .map_err(|_| None)?;
+        let (hdr, resp) = frame::read_frame::<_, DataResponse>(&mut conn, &mut buf)
+            .await
+            .map_err(|_| None)?;
+        if hdr.payload_len > 0 {
+            frame::discard(&mut conn, hdr.payload_len)
+                .await
+                .map_err(|_| None)?;
+        }
+        match resp {
+            Ok(DataResponse::Ok) => {
+                self.owners.put_back(endpoint, conn);
+                Ok(())
+            }
+            Ok(DataResponse::Error { code, message }) => Err(Some((code, message))),
+            // Any other answer is a protocol fault: dropped with the connection, retried.
+            Ok(_) | Err(_) => Err(None),
+        }
     }
 }
