@@ -119,6 +119,9 @@ struct Mounted {
     seg: Arc<LocalSegment>,
     spec: SegmentSpec,
     id: SegmentId,
+    /// Epoch of the master it was mounted with: another epoch means that master restarted
+    /// (or another took over) and the segment must be mounted again, with its directory.
+    epoch: u64,
 }
 
 struct Inner {
@@ -244,8 +247,13 @@ impl Client {
                 shm_socket: self.inner.engine.shm_socket(),
                 protocol: "tcp".into(),
             };
-            let id = self.mount(&seg, &spec).await?;
-            *self.inner.segment.lock() = Some(Mounted { seg, spec, id });
+            let (id, epoch) = self.mount(&seg, &spec).await?;
+            *self.inner.segment.lock() = Some(Mounted {
+                seg,
+                spec,
+                id,
+                epoch,
+            });
         }
         if let Some(p) = &self.inner.publisher {
             p.publish(self.publish_info()).await?;
@@ -267,20 +275,32 @@ impl Client {
         }
     }
 
-    async fn mount(&self, seg: &Arc<LocalSegment>, spec: &SegmentSpec) -> Result<SegmentId> {
+    /// Mounts `seg`; a segment that still holds sealed replicas (a re-mount after the master
+    /// restarted) sends its directory along, so the master serves those objects again (W5).
+    /// Returns the id and the master epoch it was mounted with.
+    async fn mount(&self, seg: &Arc<LocalSegment>, spec: &SegmentSpec) -> Result<(SegmentId, u64)> {
         let session = self
             .inner
             .rpc
             .session()
             .ok_or_else(|| Error::new(ErrorCode::RpcFail, "no master session"))?;
+        // Fences the old master first: nothing it allocated is written from now on.
         seg.set_epoch(session.epoch);
-        match check(
-            self.inner
-                .rpc
-                .call(MasterRequest::MountSegment(spec.clone()))
-                .await?,
-        )? {
-            MasterResponse::Mounted(id) => Ok(id),
+        let seals = seg.directory();
+        let req = if seals.is_empty() {
+            MasterRequest::MountSegment(spec.clone())
+        } else {
+            tracing::info!(
+                entries = seals.len(),
+                "mounting the segment with its directory"
+            );
+            MasterRequest::MountRestore {
+                spec: spec.clone(),
+                seals,
+            }
+        };
+        match check(self.inner.rpc.call(req).await?)? {
+            MasterResponse::Mounted(id) => Ok((id, session.epoch)),
             other => Err(unexpected(other)),
         }
     }
@@ -465,7 +485,15 @@ async fn heartbeat_loop(inner: std::sync::Weak<Inner>, mut stop: watch::Receiver
         };
         if matches!(r, Ok(MasterResponse::Heartbeat { known: false })) {
             tracing::warn!("master lost this client; registering and mounting again");
-            client.rejoin().await;
+            // Declared dead: the master dropped this segment's objects (and excused it from
+            // acknowledging removes), so none of them may come back.
+            if let Some(m) = strong.segment.lock().as_ref() {
+                m.seg.clear_directory();
+            }
+            client.rejoin(true).await;
+        } else if r.is_ok() && client.master_changed() {
+            tracing::warn!("the master restarted; mounting again with the segment's directory");
+            client.rejoin(false).await;
         }
         if let Some(p) = &strong.publisher
             && tokio::time::Instant::now() >= next_publish_check
@@ -485,19 +513,32 @@ async fn heartbeat_loop(inner: std::sync::Weak<Inner>, mut stop: watch::Receiver
 impl Client {
     /// Registers again under a new id and re-mounts the segment with a fresh incarnation (the
     /// master forgot us: restart, or we were declared dead while partitioned).
-    async fn rejoin(&self) {
-        self.inner.rpc.reset_session();
-        self.inner.rpc.disconnect_all().await;
-        if let Err(e) = self.inner.rpc.establish().await {
-            tracing::warn!(error = %e, "re-register failed");
-            return;
+    /// True when the session's master is not the one the segment was mounted with.
+    fn master_changed(&self) -> bool {
+        let mounted = self.inner.segment.lock().as_ref().map(|m| m.epoch);
+        let now = self.inner.rpc.session().map(|s| s.epoch);
+        matches!((mounted, now), (Some(a), Some(b)) if a != b)
+    }
+
+    ///
+    /// With `register` false the session is already with the new master (a reconnect said
+    /// `Hello` to it): only the segment is mounted again.
+    async fn rejoin(&self, register: bool) {
+        if register {
+            self.inner.rpc.reset_session();
+            self.inner.rpc.disconnect_all().await;
+            if let Err(e) = self.inner.rpc.establish().await {
+                tracing::warn!(error = %e, "re-register failed");
+                return;
+            }
         }
         let mounted = self.inner.segment.lock().clone();
         if let Some(mut m) = mounted {
             m.spec.incarnation = Incarnation(rand::random());
             match self.mount(&m.seg, &m.spec).await {
-                Ok(id) => {
+                Ok((id, epoch)) => {
                     m.id = id;
+                    m.epoch = epoch;
                     *self.inner.segment.lock() = Some(m);
                 }
                 Err(e) => tracing::warn!(error = %e, "re-mount failed"),

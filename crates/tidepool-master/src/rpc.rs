@@ -509,7 +509,7 @@ fn op_of(req: &MasterRequest) -> RpcOp {
     match req {
         MasterRequest::Hello { .. } => RpcOp::Hello,
         MasterRequest::Heartbeat => RpcOp::Heartbeat,
-        MasterRequest::MountSegment(_) => RpcOp::MountSegment,
+        MasterRequest::MountSegment(_) | MasterRequest::MountRestore { .. } => RpcOp::MountSegment,
         MasterRequest::UnmountSegment(_) => RpcOp::UnmountSegment,
         MasterRequest::PutStart { .. } | MasterRequest::UpsertStart { .. } => RpcOp::PutStart,
         MasterRequest::PutEnd(_) => RpcOp::PutEnd,
@@ -549,7 +549,7 @@ fn facts_of(state: &SharedState, req: &MasterRequest) -> RequestFacts {
     };
     // Mounts are rare (once per node start), so listing segments here costs nothing.
     let remount = match req {
-        MasterRequest::MountSegment(spec) => state
+        MasterRequest::MountSegment(spec) | MasterRequest::MountRestore { spec, .. } => state
             .lock()
             .list_segments()
             .iter()
@@ -823,6 +823,19 @@ fn serve_now(
                 message: "mount refused".into(),
             },
         },
+        MasterRequest::MountRestore { spec, seals } => {
+            let name = spec.name.clone();
+            match st.mount_restoring(id, spec, &seals) {
+                Ok((seg, restored)) => {
+                    info!(segment = %name, entries = seals.len(), restored, "segment mounted with its directory");
+                    MasterResponse::Mounted(seg)
+                }
+                Err(code) => MasterResponse::Error {
+                    code,
+                    message: "mount refused".into(),
+                },
+            }
+        }
         MasterRequest::UnmountSegment(seg) => match st.unmount_segment(id, seg) {
             Ok(()) => MasterResponse::Done,
             Err(code) => MasterResponse::Error {

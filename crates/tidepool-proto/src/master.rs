@@ -100,6 +100,17 @@ pub enum MasterRequest {
     /// without mailboxes answers an error. Appended last so that older peers keep their
     /// variant numbers.
     Mailbox,
+    /// `MountSegment` for a segment that already holds sealed replicas: its directory (contract
+    /// §8) after the master that knew them went away (a restart, W5). The master mounts the
+    /// segment and, under the same lock, makes each entry a readable object again at its
+    /// recorded range (the newest object id of a key wins; an entry whose range or key is
+    /// taken is skipped). Answered `Mounted`. Appended last.
+    MountRestore {
+        /// The segment.
+        spec: SegmentSpec,
+        /// Its directory's sealed entries.
+        seals: Vec<crate::data::Seal>,
+    },
 }
 
 /// Commit request for one object.

@@ -237,6 +237,12 @@ impl LocalSegment {
         seals.into_iter().find(|s| dir.newer_over(s))
     }
 
+    /// Forgets every entry (rings included): the master dropped this segment's objects (its
+    /// owner was declared dead), so none may come back at the next mount.
+    pub fn clear_directory(&self) {
+        self.lock_drained().entries.clear();
+    }
+
     /// Forgets the entries of removed objects (`DataRequest::Drop`), after every ring record
     /// written before: a seal still in a ring would otherwise land after its drop.
     pub(crate) fn forget(&self, drops: &[Dropped]) {

@@ -164,6 +164,35 @@ impl RangeAllocator {
         Some(start)
     }
 
+    /// Reserves the range of an object of `size` bytes at exactly `off` (a restored replica,
+    /// whose place was chosen by an earlier master); `false` when any of it is taken.
+    pub fn reserve_at(&mut self, off: u64, size: u64) -> bool {
+        let Some(len) = alloc_len(size) else {
+            return false;
+        };
+        let Some(end) = off.checked_add(len) else {
+            return false;
+        };
+        if len == 0 || end > self.capacity {
+            return false;
+        }
+        let Some((fo, fl)) = self.by_off.range(..=off).next_back().map(|(&o, &l)| (o, l)) else {
+            return false;
+        };
+        if fo + fl < end {
+            return false;
+        }
+        self.remove_free(fo, fl);
+        if off > fo {
+            self.insert_free(fo, off - fo);
+        }
+        if fo + fl > end {
+            self.insert_free(end, fo + fl - end);
+        }
+        self.used += len;
+        true
+    }
+
     /// Returns the range of an object of `size` bytes at `off`. A range that overlaps free
     /// space (a double free, which would be a bug) is refused and `false` returned, so a bug
     /// cannot corrupt the map into handing one range out twice.
@@ -249,6 +278,20 @@ mod tests {
         assert_eq!(a.free_ranges(), 1, "everything coalesced");
         assert_eq!(a.used(), 0);
         assert_eq!(a.largest_free(), 1024);
+    }
+
+    #[test]
+    fn reserve_at_takes_exactly_that_range() {
+        let mut a = RangeAllocator::new(0, 1 << 20);
+        assert!(a.reserve_at(4096, 100));
+        assert_eq!(a.used(), 104);
+        assert!(!a.reserve_at(4096 + 96, 8), "overlaps the first");
+        assert!(!a.reserve_at(1 << 20, 8), "past the end");
+        assert!(a.reserve_at(0, 4096));
+        assert_eq!(a.free_ranges(), 1);
+        assert!(a.free(4096, 100));
+        assert!(a.free(0, 4096));
+        assert_eq!((a.used(), a.free_ranges()), (0, 1));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`placement`]: which segments get a new object's replicas.
 //! - `puts.rs`: put start / end / revoke. `reads.rs`: lookups, existence, removal.
 //! - [`removal`]: removed objects' ranges held until their owners dropped them.
+//! - `restore.rs`: the index rebuilt from a re-mounting owner's directory (W5).
 //! - [`eviction`]: proactive (watermark) and reactive (allocation failure) eviction.
 //!
 //! Invariants: every range reserved in a live segment belongs to exactly one replica of one
@@ -27,6 +28,7 @@ pub mod placement;
 mod puts;
 mod reads;
 pub mod removal;
+mod restore;
 pub mod segments;
 
 #[cfg(test)]
@@ -210,6 +212,23 @@ impl MasterState {
             c.segments.push(id);
         }
         Ok(id)
+    }
+
+    /// [`MasterState::mount_segment`], then the segment's directory restored as readable
+    /// objects (`restore.rs`) before any put can be placed there; returns the id and how many
+    /// replicas came back.
+    pub fn mount_restoring(
+        &mut self,
+        client: ClientId,
+        spec: SegmentSpec,
+        seals: &[tidepool_proto::data::Seal],
+    ) -> Result<(SegmentId, u64), ErrorCode> {
+        let id = self.mount_segment(client, spec)?;
+        let restored = match self.segments.index_of(id) {
+            Some(idx) => self.restore_into(idx, seals),
+            None => 0,
+        };
+        Ok((id, restored))
     }
 
     /// Unmounts a segment synchronously: objects that lived only there are absent on return.

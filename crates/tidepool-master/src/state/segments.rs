@@ -140,6 +140,19 @@ impl SegmentTable {
         Some(off)
     }
 
+    /// Reserves exactly `[off, off + size)` in segment `idx` (a restored replica).
+    pub fn reserve_at(&mut self, idx: u32, off: u64, size: u64) -> bool {
+        let Some(Some(seg)) = self.slots.get_mut(idx as usize) else {
+            return false;
+        };
+        let before = seg.alloc.used();
+        if !seg.alloc.reserve_at(off, size) {
+            return false;
+        }
+        self.used += seg.alloc.used() - before;
+        true
+    }
+
     /// Returns a range; ranges of unmounted segments are ignored (their memory left with them).
     pub fn free(&mut self, idx: u32, off: u64, size: u64) {
         if let Some(Some(seg)) = self.slots.get_mut(idx as usize) {

@@ -4,7 +4,7 @@ use super::*;
 use crate::settings::AllocationStrategy;
 use removal::{DropOrder, Removal};
 use tidepool_common::{Incarnation, MockClock, ObjectId};
-use tidepool_proto::data::Dropped;
+use tidepool_proto::data::{Dropped, Seal};
 use tidepool_proto::master::{PutEndItem, PutStartResult};
 use tidepool_proto::types::{MemoryReplica, ReplicaStatus, ReplicateConfig, SoftPin};
 
@@ -1269,4 +1269,68 @@ fn remove_all_and_regex_hold_every_range() {
     st.release(removal);
     st.release(rest);
     assert_eq!(st.stats().allocated_bytes, 0);
+}
+
+// ----- the index rebuilt from a re-mounting owner's directory (W5) -----
+
+fn sealed(key: &str, epoch: u64, seq: u64, addr: u64, len: u64) -> Seal {
+    Seal {
+        key: key.into(),
+        object_id: ObjectId { epoch, seq },
+        addr,
+        len,
+        flags: 0,
+    }
+}
+
+#[test]
+fn mount_restoring_brings_back_the_directory() {
+    let (mut st, _clock) = state();
+    let a = st.register_client("a:1", "a", "boot-a", None);
+    let b = st.register_client("b:1", "b", "boot-b", None);
+    let old = 3; // an earlier master's epoch
+    let seals_a = vec![
+        sealed("k1", old, 1, BASE, 4096),
+        sealed("k2", old, 2, BASE + 8192, 100),
+        // Outside the segment, a claim, an empty key: skipped.
+        sealed("far", old, 3, BASE + 64 * KIB, 10),
+        Seal {
+            flags: Seal::PENDING,
+            ..sealed("claim", old, 4, BASE + 16384, 10)
+        },
+        sealed("", old, 5, BASE + 20000, 8),
+        // Overlaps k1's range: skipped.
+        sealed("overlap", old, 6, BASE + 2048, 4096),
+        // An older version of k2 elsewhere: the newest id wins.
+        sealed("k2", old, 1, BASE + 32768, 100),
+    ];
+    let (seg_a, n) = st
+        .mount_restoring(a, spec("a:1", 64 * KIB, 1), &seals_a)
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(st.all_keys().len(), 2);
+    let v = st.query_key("k1").unwrap();
+    assert_eq!(v.object_id, ObjectId { epoch: old, seq: 1 });
+    assert_eq!(st.stats().allocated_bytes, 4096 + 104);
+    // A second owner holding another replica of k1 adds it; its older k2 changes nothing.
+    let seals_b = vec![
+        sealed("k1", old, 1, BASE, 4096),
+        sealed("k2", old, 1, BASE, 100),
+    ];
+    let mut spec_b = spec("b:1", 64 * KIB, 1);
+    spec_b.base_addr = BASE;
+    let (_seg_b, n) = st.mount_restoring(b, spec_b, &seals_b).unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(st.query_key("k1").unwrap().replicas.len(), 2);
+    assert_eq!(st.query_key("k2").unwrap().replicas.len(), 1);
+    // Restored objects are readable, removable (their ranges come back) and evictable.
+    assert_eq!(exist1(&mut st, "k2"), 1);
+    assert_eq!(remove1(&mut st, "k2", true), 0);
+    assert_eq!(st.stats().allocated_bytes, 2 * 4096);
+    // A new put is never placed over a restored range.
+    let (_, reps) = allocated(start(&mut st, a, "fresh", 4096, &cfg()));
+    assert!(
+        reps.iter()
+            .all(|r| r.segment != seg_a || r.addr >= BASE + 4096)
+    );
 }
