@@ -222,7 +222,12 @@ async fn restarted_master_serves_the_objects_still_in_live_segments() {
             "{k}"
         );
     }
-    let after = c.lookup(&["w5/1"]).await.remove(0).expect("lookup");
+    // Each node re-mounts on its own heartbeat: the second replica follows the first.
+    let mut after = c.lookup(&["w5/1"]).await.remove(0).expect("lookup");
+    while after.replicas.len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = c.lookup(&["w5/1"]).await.remove(0).expect("lookup");
+    }
     assert_eq!(
         after.object_id, before.object_id,
         "restored under its old id"
