@@ -1,6 +1,7 @@
 """Threads, close races and replicas across processes."""
 
 import ctypes
+import os
 import threading
 import time
 
@@ -238,4 +239,45 @@ def test_http_metadata_entries_published_and_withdrawn(tidepool_bin, tmp_path):
         assert get(f"mooncake/ram/{name}")[0] == 404
         assert get(f"mooncake/rpc_meta/{name}")[0] == 404
     finally:
+        m.stop()
+
+
+def test_restarted_master_serves_what_the_segments_still_hold(tidepool_bin, tmp_path):
+    """W5: kill -9 the master and start it again on the same port; the SGLang-style store that
+    contributed the segment mounts it again with its directory, and both it and a pure
+    client read every object put before the restart (a removed one stays removed)."""
+    import signal
+
+    from conftest import free_port, start_master
+
+    port = free_port()
+    m = start_master(tidepool_bin, tmp_path, f"--rpc_port={port}")
+    addr = m.ready["rpc"]
+    owner = make_store(addr)
+    reader = make_store(addr, segment=0)
+    try:
+        blobs = {f"w5/{i}": bytes([i]) * (4096 + 1000 * i) for i in range(6)}
+        for k, v in blobs.items():
+            assert owner.put(k, v) == 0
+        assert reader.remove("w5/5") == 0
+        del blobs["w5/5"]
+        os.kill(m.p.pid, signal.SIGKILL)
+        m.p.wait()
+        m.stop()
+        m = start_master(tidepool_bin, tmp_path, f"--rpc_port={port}")
+        assert m.ready["rpc"] == addr
+        keys = list(blobs)
+        deadline = time.time() + 15
+        while reader.batch_is_exist(keys) != [1] * len(keys) and time.time() < deadline:
+            time.sleep(0.1)
+        assert reader.batch_is_exist(keys) == [1] * len(keys)
+        for k, v in blobs.items():
+            assert reader.get(k) == v, k
+            assert owner.get(k) == v, k
+        assert reader.is_exist("w5/5") == 0
+        assert owner.put("w5/after", b"new") == 0
+        assert reader.get("w5/after") == b"new"
+    finally:
+        reader.close()
+        owner.close()
         m.stop()

@@ -559,6 +559,7 @@ impl RpcPool {
             })
             .unwrap_or_else(|| (start, self.sync_conns[start].lock()));
         SYNC_SLOT.with(|c| c.set(k));
+        let reused = slot.is_some();
         if slot.is_none() {
             *slot = Some(self.connect_sync()?);
         }
@@ -567,8 +568,27 @@ impl RpcPool {
             .ok_or_else(|| Error::internal("connection slot empty"))?;
         let id = self.req_id.fetch_add(1, Ordering::Relaxed);
         let r = Self::round_trip_sync(conn, id, req);
+        let Err(e) = r else {
+            return r;
+        };
+        // A kept connection whose master hung up (it exited, or restarted: W5) is replaced and
+        // the request sent once more. Safe: a master that is gone took whatever it did with the
+        // request along with its state, and one that closes a connection is shutting down. A
+        // master that is alive but slow (a timeout) is not asked twice.
+        let hung_up = !tidepool_proto::mailbox::peer_alive(conn.wr.as_fd());
+        // The stream position is unknown after a failure: reconnect next time.
+        *slot = None;
+        if !(reused && hung_up) {
+            return Err(e);
+        }
+        tracing::debug!(error = %e, "master connection hung up; retrying on a new one");
+        *slot = Some(self.connect_sync()?);
+        let conn = slot
+            .as_mut()
+            .ok_or_else(|| Error::internal("connection slot empty"))?;
+        let id = self.req_id.fetch_add(1, Ordering::Relaxed);
+        let r = Self::round_trip_sync(conn, id, req);
         if r.is_err() {
-            // The stream position is unknown after a failure: reconnect next time.
             *slot = None;
         }
         r
@@ -606,7 +626,8 @@ impl RpcPool {
     }
 
     /// Sends one request and waits for its answer. A broken connection is dropped and the
-    /// call fails with -900; the next call reconnects.
+    /// call fails with -900; the next call reconnects. (A caller thread's kept connection
+    /// whose master hung up is replaced at once and the request sent again: `call_sync`.)
     pub async fn call(&self, req: MasterRequest) -> Result<MasterResponse> {
         let started = std::time::Instant::now();
         let which = crate::metrics::rpc_index(&req);
