@@ -626,8 +626,8 @@ impl RpcPool {
     }
 
     /// Sends one request and waits for its answer. A broken connection is dropped and the
-    /// call fails with -900; the next call reconnects. (A caller thread's kept connection
-    /// whose master hung up is replaced at once and the request sent again: `call_sync`.)
+    /// call fails with -900; the next call reconnects. A kept connection whose master hung up
+    /// (it exited or restarted, W5) is replaced at once and the request sent again.
     pub async fn call(&self, req: MasterRequest) -> Result<MasterResponse> {
         let started = std::time::Instant::now();
         let which = crate::metrics::rpc_index(&req);
@@ -642,6 +642,27 @@ impl RpcPool {
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
         let mut slot = self.conns[i].lock().await;
+        let reused = slot.is_some();
+        match self.attempt(&mut slot, &req).await {
+            Ok(resp) => Ok(resp),
+            // As in `call_sync`: a kept connection whose master hung up is replaced and the
+            // request sent once more; a timeout or any other failure is not retried.
+            Err((e, hung_up)) if reused && hung_up => {
+                tracing::debug!(error = %e, "master connection hung up; retrying on a new one");
+                self.attempt(&mut slot, &req).await.map_err(|(e, _)| e)
+            }
+            Err((e, _)) => Err(e),
+        }
+    }
+
+    /// One round trip on `slot` (connected first if empty), bounded by the call timeout. On
+    /// failure the connection is dropped (its stream position is unknown) and the error comes
+    /// with whether the master had hung up on it.
+    async fn attempt(
+        &self,
+        slot: &mut Option<Conn>,
+        req: &MasterRequest,
+    ) -> std::result::Result<MasterResponse, (Error, bool)> {
         let work = async {
             if slot.is_none() {
                 *slot = Some(self.connect().await?);
@@ -650,19 +671,28 @@ impl RpcPool {
                 .as_mut()
                 .ok_or_else(|| Error::internal("connection slot empty"))?;
             let id = self.req_id.fetch_add(1, Ordering::Relaxed);
-            Self::round_trip(conn, id, &req).await
+            Self::round_trip(conn, id, req).await
         };
-        match tokio::time::timeout(self.call_timeout, work).await {
+        let r = tokio::time::timeout(self.call_timeout, work).await;
+        let hung_up = slot.as_ref().is_some_and(|c| {
+            use std::os::fd::AsFd;
+            let stream: &tokio::net::TcpStream = c.wr.as_ref();
+            !tidepool_proto::mailbox::peer_alive(stream.as_fd())
+        });
+        match r {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
                 *slot = None;
-                Err(e)
+                Err((e, hung_up))
             }
             Err(_) => {
                 *slot = None;
-                Err(Error::new(
-                    ErrorCode::RpcTimeout,
-                    format!("master call timed out after {:?}", self.call_timeout),
+                Err((
+                    Error::new(
+                        ErrorCode::RpcTimeout,
+                        format!("master call timed out after {:?}", self.call_timeout),
+                    ),
+                    false,
                 ))
             }
         }
